@@ -1,0 +1,85 @@
+"""kling_async: an asyncio client for useapi.net's Kling AI assets API.
+
+    async with KlingSession() as kling:          # token from USEAPI_TOKEN
+        async for work in kling.iter_works():
+            print(work.work_id, work.created_at, work.prompt)
+
+The public surface is re-exported here; see ``__all__``.
+"""
+
+from ._session import KlingSession
+from ._version import __version__
+from ._walk import Walk, WalkCheckpoint, WalkStats, WorkPage
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    DecodeError,
+    KlingError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    WalkError,
+    WalkStalledError,
+)
+from .models import (
+    Argument,
+    AssetsPage,
+    DownloadInfo,
+    DownloadLink,
+    FileType,
+    HistoryItem,
+    Limitation,
+    Point,
+    Resource,
+    SelfComment,
+    Task,
+    TaskInfo,
+    TaskInput,
+    Ticket,
+    UserPoints,
+    UserTickets,
+    Work,
+)
+
+__all__ = [
+    "APIError",
+    "Argument",
+    "AssetsPage",
+    "AuthenticationError",
+    "BadRequestError",
+    "DecodeError",
+    "DownloadInfo",
+    "DownloadLink",
+    "FileType",
+    "HistoryItem",
+    "KlingError",
+    "KlingSession",
+    "Limitation",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "Point",
+    "RateLimitError",
+    "Resource",
+    "SelfComment",
+    "ServerError",
+    "Task",
+    "TaskInfo",
+    "TaskInput",
+    "Ticket",
+    "TransportError",
+    "UserPoints",
+    "UserTickets",
+    "Walk",
+    "WalkCheckpoint",
+    "WalkError",
+    "WalkStalledError",
+    "WalkStats",
+    "Work",
+    "WorkPage",
+    "__version__",
+]

@@ -1,0 +1,426 @@
+"""KlingSession: the aiohttp part. It sends requests and reads bytes; meaning lives in
+:mod:`kling_async._http` and the page walk in :mod:`kling_async._walk`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from types import TracebackType
+
+import aiohttp
+from yarl import URL
+
+from . import _http
+from ._retry import RetryState
+from ._walk import Walk, WalkCheckpoint
+from .errors import DecodeError, TransportError
+from .models import (
+    ASSETS_PAGE_DECODER,
+    DOWNLOAD_LINK_DECODER,
+    AssetsPage,
+    DownloadLink,
+    Work,
+)
+
+__all__ = ["KlingSession"]
+
+log = logging.getLogger("kling_async")
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_CHUNK = 256 * 1024
+
+
+class KlingSession:
+    """An asyncio client for useapi.net's Kling assets API.
+
+    Use it as an async context manager::
+
+        async with KlingSession() as kling:          # token from USEAPI_TOKEN
+            async for work in kling.iter_works():
+                print(work.work_id, work.prompt)
+
+    Args:
+        token: The useapi.net API token; falls back to the ``USEAPI_TOKEN`` environment
+            variable. It is sent only to ``base_url``'s origin and never appears in a log
+            line, an error or a ``repr``.
+        email: The Kling account's email, required by the API when the useapi account has
+            several Kling accounts; each call may override it.
+        base_url: The API's base URL (point it at a :class:`kling_async.testing.FakeKlingServer`
+            in tests).
+        session: An ``aiohttp.ClientSession`` to use. It is never closed by this object;
+            without one, the session creates (and closes) its own.
+        timeout: Seconds allowed for each request, body included.
+        max_retries: How many times a transient failure (429, 500, 502, 503, 504, connection
+            errors, dropped bodies, timeouts) is retried before its error is raised.
+        backoff_base: Base of the exponential backoff, in seconds.
+        backoff_cap: Longest backoff between two tries, in seconds.
+        max_response_bytes: Bodies larger than this are refused with a
+            :class:`~kling_async.DecodeError` before they are read whole.
+
+    Raises:
+        ValueError: No token was given and ``USEAPI_TOKEN`` is not set, or an argument is
+            out of range.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        email: str | None = None,
+        base_url: str = _http.DEFAULT_BASE_URL,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if token is None:
+            token = os.environ.get("USEAPI_TOKEN") or None
+        if not token:
+            raise ValueError(
+                "no API token: pass token=... to KlingSession or set the USEAPI_TOKEN "
+                "environment variable"
+            )
+        if not isinstance(token, str) or any(c.isspace() for c in token):
+            raise ValueError("the API token must be a string without whitespace")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff_base < 0 or backoff_cap < 0:
+            raise ValueError("backoff_base and backoff_cap must be >= 0")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        self._base_url = _http.normalize_base_url(base_url)
+        self._origin = self._base_url.origin()
+        self._assets_url = _http.assets_url(self._base_url)
+        self._download_url = _http.download_url(self._base_url)
+        self._email = _http.check_email(email)
+        self._headers = _http.request_headers(token)
+        self._plain_headers = {"User-Agent": _http.USER_AGENT}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_response_bytes = max_response_bytes
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"KlingSession(base_url={str(self._base_url)!r}, email={self._email!r}, token='***')"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> KlingSession:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the aiohttp session if this object created it. Safe to call twice."""
+        self._closed = True
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this KlingSession is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The underlying ``aiohttp.ClientSession`` (for fetching CDN files).
+
+        It carries no default headers: the token is added per request, and only to the API.
+        """
+        return self._ensure_session()
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL."""
+        return str(self._base_url)
+
+    @property
+    def email(self) -> str | None:
+        """The default Kling account email, or ``None``."""
+        return self._email
+
+    def new_retry_state(self) -> RetryState:
+        """A fresh backoff state with this session's settings (one per call or walk)."""
+        return RetryState(base=self.backoff_base, cap=self.backoff_cap)
+
+    # -- transport ------------------------------------------------------------------------
+
+    async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
+        """One GET with manual redirects: ``Authorization`` only ever goes to the API's origin."""
+        http = self._ensure_session()
+        for _ in range(_MAX_REDIRECTS + 1):
+            headers = self._headers if url.origin() == self._origin else self._plain_headers
+            log.debug("GET %s", url)
+            try:
+                async with http.get(
+                    url, headers=headers, allow_redirects=False, timeout=self._timeout
+                ) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in _REDIRECTS and location:
+                        url = url.join(URL(location))
+                        continue
+                    body = await self._read_body(resp, url)
+                    return resp.status, resp.headers, body
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"no complete response within {self._timeout_s:g} s from {url}"
+                ) from exc
+            except aiohttp.ClientResponseError as exc:
+                # Its request_info holds the request headers, token included: don't chain it.
+                raise TransportError(f"{type(exc).__name__} from {url}: {exc.message}") from None
+            except aiohttp.ClientError as exc:
+                raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
+        raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url}")
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length > cap:
+            raise DecodeError(str(url), f"body of {length} bytes exceeds max_response_bytes={cap}")
+        if length is not None:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise DecodeError(str(url), f"body exceeds max_response_bytes={cap}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _get_bytes(
+        self, url: URL, params: Mapping[str, str], retry: RetryState | None = None
+    ) -> tuple[bytes, str]:
+        """GET ``url`` with retries; return the 2xx body and the URL (for error messages).
+
+        Transient failures are retried with backoff shared through ``retry``; anything else,
+        and the last failure, is raised as its typed error. Cancellation is never caught.
+        """
+        retry = retry or self.new_retry_state()
+        url = url.with_query(params)
+        attempt = 0
+        while True:
+            await retry.wait()
+            error: Exception
+            try:
+                status, headers, body = await self._send(url)
+            except TransportError as exc:
+                error = exc
+                wait_hint = None
+            else:
+                if 200 <= status < 300:
+                    return body, str(url)
+                error = _http.error_for_response(status, headers, body, url=str(url))
+                if not _http.is_retryable_status(status):
+                    raise error
+                wait_hint = _http.retry_after(headers, body)
+            if attempt >= self.max_retries:
+                raise error
+            delay = retry.delay(attempt, wait_hint)
+            log.debug("retry %d/%d in %.2f s after %s", attempt + 1, self.max_retries, delay, error)
+            retry.push(delay)
+            attempt += 1
+
+    # -- API ------------------------------------------------------------------------------
+
+    def _params(
+        self, page_num: int, page_size: int, content_type: str | None, email: str | None
+    ) -> dict[str, str]:
+        return _http.assets_params(
+            page_num=page_num,
+            page_size=page_size,
+            content_type=content_type,
+            email=email if email is not None else self._email,
+        )
+
+    async def get_assets(
+        self,
+        *,
+        page_num: int = 1,
+        page_size: int = 40,
+        content_type: str | None = None,
+        email: str | None = None,
+    ) -> AssetsPage:
+        """Fetch one page of ``GET /assets/`` (newest first).
+
+        Args:
+            page_num: The page, from 1.
+            page_size: History entries (tasks) per page.
+            content_type: ``"video"``, ``"image"``, ``"audio"`` or ``None`` for all.
+            email: The Kling account; defaults to the session's.
+
+        Returns:
+            The decoded page; an empty ``history`` means past the end.
+
+        Raises:
+            ValueError: An argument out of range, before any request.
+            APIError: The API answered with an error (after retries for 429/5xx).
+            TransportError: The request kept failing (after retries).
+            DecodeError: The body is not an assets page.
+        """
+        params = self._params(page_num, page_size, content_type, email)
+        body, url = await self._get_bytes(self._assets_url, params)
+        return _http.decode(ASSETS_PAGE_DECODER, body, url=url)
+
+    async def get_download_link(
+        self,
+        work_ids: int | list[int],
+        *,
+        file_types: list[str] | None = None,
+        email: str | None = None,
+    ) -> DownloadLink:
+        """Ask ``GET /assets/download`` for the watermark-free file(s) of works.
+
+        With one work id and one file type, ``cdn_url`` is that file; otherwise a ``.zip``.
+        The CDN is another origin: fetch it without the token (``self.http`` does).
+
+        Raises:
+            ValueError: No work id, or an unknown file type (``MP4``, ``MP3``, ``WAV``,
+                ``PNG``).
+        """
+        ids = [work_ids] if isinstance(work_ids, int) else list(work_ids)
+        params = _http.download_params(ids, file_types, email if email is not None else self._email)
+        body, url = await self._get_bytes(self._download_url, params)
+        return _http.decode(DOWNLOAD_LINK_DECODER, body, url=url)
+
+    def walk(
+        self,
+        *,
+        page_size: int = 40,
+        content_type: str | None = None,
+        email: str | None = None,
+        start_page: int = 1,
+        max_items: int | None = None,
+        max_pages: int | None = None,
+        since: datetime | int | None = None,
+        prefetch: int = 0,
+        max_stale_pages: int = 3,
+        raw: bool = False,
+        resume: WalkCheckpoint | None = None,
+    ) -> Walk:
+        """A page walk as an object: iterate it for :class:`WorkPage` batches, read its
+        ``stats`` (pages, retries, duplicates) and take a ``checkpoint()`` to resume later.
+
+        :meth:`iter_works` and :meth:`iter_pages` are built on it; the arguments are theirs,
+        plus ``raw`` (also keep each work exactly as sent, as ``msgspec.Raw``) and ``resume``
+        (continue a walk from a :class:`WalkCheckpoint`).
+        """
+        return Walk(
+            self,
+            page_size=page_size,
+            content_type=content_type,
+            email=email if email is not None else self._email,
+            start_page=start_page,
+            max_items=max_items,
+            max_pages=max_pages,
+            since=since,
+            prefetch=prefetch,
+            max_stale_pages=max_stale_pages,
+            raw=raw,
+            resume=resume,
+        )
+
+    async def iter_pages(
+        self,
+        *,
+        page_size: int = 40,
+        content_type: str | None = None,
+        email: str | None = None,
+        start_page: int = 1,
+        max_items: int | None = None,
+        max_pages: int | None = None,
+        since: datetime | int | None = None,
+        prefetch: int = 0,
+        max_stale_pages: int = 3,
+    ) -> AsyncIterator[AssetsPage]:
+        """Yield each page from ``start_page`` until a page comes back with an empty history.
+
+        Pages are yielded as the API sent them; see :meth:`iter_works` for the arguments.
+        """
+        walk = self.walk(
+            page_size=page_size,
+            content_type=content_type,
+            email=email,
+            start_page=start_page,
+            max_items=max_items,
+            max_pages=max_pages,
+            since=since,
+            prefetch=prefetch,
+            max_stale_pages=max_stale_pages,
+        )
+        async for batch in walk:
+            yield batch.page
+
+    async def iter_works(
+        self,
+        *,
+        page_size: int = 40,
+        content_type: str | None = None,
+        email: str | None = None,
+        start_page: int = 1,
+        max_items: int | None = None,
+        max_pages: int | None = None,
+        since: datetime | int | None = None,
+        prefetch: int = 0,
+        max_stale_pages: int = 3,
+    ) -> AsyncIterator[Work]:
+        """Yield every work of the library, newest first, each at most once.
+
+        Walks ``pageNum`` from ``start_page`` until a page comes back with an empty
+        ``history``. Only about ``prefetch + 1`` pages are held at a time, so memory does not
+        grow with the library. A failing page is retried (see :class:`KlingSession`); the walk
+        never restarts from page 1.
+
+        Args:
+            page_size: History entries per request.
+            content_type: ``"video"``, ``"image"``, ``"audio"`` or ``None``.
+            email: The Kling account; defaults to the session's.
+            start_page: The first page to ask for.
+            max_items: Stop after this many works (no request beyond need).
+            max_pages: Ask for at most this many pages.
+            since: Only works created after this (an aware ``datetime`` or epoch ms); the walk
+                stops at the first page that reaches older works.
+            prefetch: Pages to keep requested ahead of the one being consumed (see the README:
+                0 by default, the gentlest on a rate-limited account).
+            max_stale_pages: Raise :class:`~kling_async.WalkStalledError` after this many
+                pages in a row bring no new work.
+
+        Raises:
+            ValueError: An argument out of range, before any request.
+            KlingError: As :meth:`get_assets`, at the page where it happened.
+        """
+        walk = self.walk(
+            page_size=page_size,
+            content_type=content_type,
+            email=email,
+            start_page=start_page,
+            max_items=max_items,
+            max_pages=max_pages,
+            since=since,
+            prefetch=prefetch,
+            max_stale_pages=max_stale_pages,
+        )
+        async for batch in walk:
+            for work in batch.works:
+                yield work
