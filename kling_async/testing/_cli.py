@@ -1,0 +1,124 @@
+"""``kling-async fake-server``: run the fake Kling API standalone until Ctrl-C or SIGTERM.
+
+The first line on stdout is the base URL (``http://127.0.0.1:8080/v1/kling``), flushed, so a
+script can read it; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._server import FAULT_KINDS, FakeKlingServer, Faults
+
+__all__ = ["add_arguments", "main", "serve"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``fake-server`` options to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="API port, 0 for a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cdn-port", type=int, default=0, help="fake CDN port (default: a free one)"
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=10_000, help="tasks per account (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--token", default="test-token", help="accepted bearer token (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="library seed (default: 0)")
+    parser.add_argument(
+        "--email",
+        action="append",
+        dest="emails",
+        metavar="EMAIL",
+        help="a Kling account email; repeat for several accounts",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to each assets request"
+    )
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="fraction (0..1) of assets requests failing"
+    )
+    parser.add_argument(
+        "--fault-kinds",
+        default="429,500,502,503,504",
+        help=f"comma-separated kinds for --fault-rate, from: {','.join(FAULT_KINDS)}",
+    )
+    parser.add_argument(
+        "--file-size", type=int, default=4096, help="bytes per CDN file (default: %(default)s)"
+    )
+
+
+def _build(args: argparse.Namespace) -> FakeKlingServer:
+    kinds = tuple(kind.strip() for kind in args.fault_kinds.split(",") if kind.strip())
+    return FakeKlingServer(
+        args.tasks,
+        token=args.token,
+        seed=args.seed,
+        emails=args.emails,
+        faults=Faults(rate=args.fault_rate, kinds=kinds),
+        latency=args.latency,
+        file_size=args.file_size,
+        host=args.host,
+        port=args.port,
+        cdn_port=args.cdn_port,
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run the server described by ``args`` until SIGINT or SIGTERM (or cancellation)."""
+    server = _build(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with server:
+            print(server.base_url, flush=True)
+            print(
+                f"fake Kling API: {server.base_url} (token {server.token!r}, "
+                f"{args.tasks} tasks), CDN: {server.cdn_url}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kling-async fake-server``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="kling-async fake-server",
+        description="Run a fake useapi.net Kling assets API (and CDN) for tests and demos.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        _build(args)  # validate the options before starting anything
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:  # no signal handlers on this platform
+        pass
+    except OSError as exc:
+        print(f"kling-async fake-server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
