@@ -10,6 +10,7 @@ The public surface is re-exported here; see ``__all__``.
 from ._session import KlingSession
 from ._version import __version__
 from ._walk import Walk, WalkCheckpoint, WalkStats, WorkPage
+from ._watch import Watcher, WatchState
 from .errors import (
     APIError,
     AuthenticationError,
@@ -79,6 +80,8 @@ __all__ = [
     "WalkError",
     "WalkStalledError",
     "WalkStats",
+    "WatchState",
+    "Watcher",
     "Work",
     "WorkPage",
     "__version__",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
 
@@ -15,6 +16,7 @@ from yarl import URL
 from . import _http
 from ._retry import RetryState
 from ._walk import Walk, WalkCheckpoint
+from ._watch import Watcher, WatchState
 from .errors import DecodeError, TransportError
 from .models import (
     ASSETS_PAGE_DECODER,
@@ -369,8 +371,9 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async for batch in walk:
-            yield batch.page
+        async with aclosing(walk.__aiter__()) as batches:
+            async for batch in batches:
+                yield batch.page
 
     async def iter_works(
         self,
@@ -404,7 +407,8 @@ class KlingSession:
             prefetch: Pages to keep requested ahead of the one being consumed (see the README:
                 0 by default, the gentlest on a rate-limited account).
             max_stale_pages: Raise :class:`~kling_async.WalkStalledError` after this many
-                pages in a row bring no new work.
+                pages in a row reach no older work than the page before (a server ignoring
+                ``pageNum``, or arrivals of a page or more per request).
 
         Raises:
             ValueError: An argument out of range, before any request.
@@ -421,6 +425,58 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async for batch in walk:
-            for work in batch.works:
-                yield work
+        async with aclosing(walk.__aiter__()) as batches:
+            async for batch in batches:
+                for work in batch.works:
+                    yield work
+
+    def watch_works(
+        self,
+        *,
+        interval: float = 30.0,
+        since: datetime | int | None = None,
+        only_succeeded: bool = True,
+        state: WatchState | None = None,
+        page_size: int = 40,
+        content_type: str | None = None,
+        email: str | None = None,
+        max_backoff: float = 600.0,
+        max_pending: int = 1000,
+    ) -> Watcher:
+        """Poll for new works every ``interval`` seconds and yield each exactly once.
+
+        Each poll walks from page 1 down to the works already known (offset drift is
+        deduplicated as in :meth:`iter_works`). ``async for work in kling.watch_works():``
+        runs until cancelled.
+
+        Args:
+            interval: Seconds between polls.
+            since: Yield works created after this (aware ``datetime`` or epoch ms). ``None``
+                (and no ``state``) starts from now: works that already exist are not yielded.
+            only_succeeded: Hold back works still rendering and yield each once it reaches
+                status 99 (pending works are tracked up to ``max_pending``).
+            state: A :class:`WatchState` saved from an earlier watcher (``watcher.state``), to
+                carry on after a restart without repeating or missing a work.
+            page_size: History entries per request.
+            content_type: ``"video"``, ``"image"``, ``"audio"`` or ``None``.
+            email: The Kling account; defaults to the session's.
+            max_backoff: Longest wait after transient failures (429, 5xx, network, decode),
+                which back off from ``interval`` upwards without ending the watch.
+            max_pending: Most works held back while rendering; the oldest are dropped beyond.
+
+        Returns:
+            A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
+            after every work. 400/401/402/403/404 end it with their error.
+        """
+        return Watcher(
+            self,
+            interval=interval,
+            since=since,
+            only_succeeded=only_succeeded,
+            state=state,
+            page_size=page_size,
+            content_type=content_type,
+            email=email if email is not None else self._email,
+            max_backoff=max_backoff,
+            max_pending=max_pending,
+        )

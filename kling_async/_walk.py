@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -229,9 +229,9 @@ class Walk:
         self._next_page = start_page
         # Enough pages to cover the shift of a rewind after drift (see _run).
         self._seen = _Window(2 * prefetch + 4)
-        self._tasks = _Window(2 * prefetch + 4)
         self._skip_newer_than: int | None = None
-        self._oldest: int | None = None
+        self._oldest: int | None = None  # oldest create_time yielded
+        self._last_page_oldest: int | None = None  # oldest create_time of the last new page
         self._yielded = 0
         self._finished = False
         self._started = False
@@ -264,7 +264,7 @@ class Walk:
         """Whether the walk reached its end (an empty page, ``since``, or ``max_items``)."""
         return self._finished
 
-    def __aiter__(self) -> AsyncIterator[WorkPage]:
+    def __aiter__(self) -> AsyncGenerator[WorkPage, None]:
         if self._started:
             raise RuntimeError("a Walk can be iterated only once; start a new one")
         self._started = True
@@ -290,7 +290,7 @@ class Walk:
             depth = min(depth, self.max_pages - self._pages_requested)
         return depth
 
-    async def _run(self) -> AsyncIterator[WorkPage]:
+    async def _run(self) -> AsyncGenerator[WorkPage, None]:
         if self._finished:
             return
         pending: deque[tuple[int, asyncio.Task[_Fetched]]] = deque()
@@ -336,10 +336,11 @@ class Walk:
                         page_ids.append(wid)
                     new_idx.append(i)
                 overlap = len(works) - len(new_idx)
-                task_ids = [item.task.id for item in page.history if item.task and item.task.id]
-                fresh_tasks = [t for t in task_ids if t not in self._tasks]
+                # Progress means reaching further back in time than the previous page: pages of
+                # new arrivals and works already seen, or the same page again, make none.
+                times = [w.create_time for w in works if w.create_time is not None]
+                page_oldest = min(times) if times else None
                 seen.add(page_ids)
-                self._tasks.add(task_ids)
                 stats.duplicates += overlap
                 if overlap:
                     log.debug("page %d: skipped %d works already yielded", page_num, overlap)
@@ -347,7 +348,13 @@ class Walk:
                 fresh_page = page_num > high_water
                 if fresh_page:
                     high_water = page_num
-                    if not new_idx and not fresh_tasks:
+                    if page_oldest is None:
+                        progress = bool(new_idx)
+                    else:
+                        last = self._last_page_oldest
+                        progress = last is None or page_oldest < last
+                        self._last_page_oldest = page_oldest
+                    if not progress:
                         stale += 1
                         if stale >= self.max_stale_pages:
                             raise WalkStalledError(page_num, stale)

@@ -14,7 +14,7 @@ Every error derives from :class:`KlingError`, so ``except KlingError`` catches t
     ├── TransportError                       connection failures, dropped bodies, timeouts
     ├── DecodeError                          a body that is not the expected JSON, or too big
     └── WalkError                            a page walk that cannot make progress
-        └── WalkStalledError                 pages keep bringing nothing new
+        └── WalkStalledError                 pages stop reaching older works
 
 ``str()``, ``repr()`` and the attributes of these errors never contain the API token: they
 are built from the status, the response body and the URL, and the token travels only in a
@@ -144,7 +144,7 @@ class WalkError(KlingError):
 
 
 class WalkStalledError(WalkError):
-    """Several pages in a row brought no new work.
+    """Several pages in a row reached no further back in the list than the page before.
 
     Raised instead of looping forever when a server ignores ``pageNum`` (the same page again
     and again), or when works arrive at the head of the list so fast (a page or more per
@@ -159,7 +159,7 @@ class WalkStalledError(WalkError):
         self.page_num = page_num
         self.stale_pages = stale_pages
         super().__init__(
-            f"page walk stalled at page {page_num}: {stale_pages} pages in a row brought "
-            "no new work (the server ignores pageNum, or new works arrive faster than "
+            f"page walk stalled at page {page_num}: {stale_pages} pages in a row reached "
+            "no older works (the server ignores pageNum, or new works arrive faster than "
             "a page per request)"
         )
