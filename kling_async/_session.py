@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -184,7 +185,7 @@ class KlingSession:
                         continue
                     body = await self._read_body(resp, url)
                     return resp.status, resp.headers, body
-            except TimeoutError as exc:
+            except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
                 raise TransportError(
                     f"no complete response within {self._timeout_s:g} s from {url}"
                 ) from exc
