@@ -96,32 +96,30 @@ async def test_max_pages_bounds_the_walk() -> None:
 
 async def test_cancel_mid_prefetch_is_prompt_and_clean() -> None:
     """Cancelling a prefetching walk raises CancelledError promptly and leaves no task."""
-    async with FakeKlingServer(tasks=1000, latency=2.0) as server:
-        async with session(server) as kling:
+    async with FakeKlingServer(tasks=1000, latency=2.0) as server, session(server) as kling:
 
-            async def consume() -> None:
-                async for _ in kling.iter_works(prefetch=4):
-                    pass
+        async def consume() -> None:
+            async for _ in kling.iter_works(prefetch=4):
+                pass
 
-            task = asyncio.create_task(consume())
-            await asyncio.sleep(0.2)
-            assert server.stats.in_flight == 5
-            started = time.monotonic()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert time.monotonic() - started < 0.5
-            assert walk_tasks() == []
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.2)
+        assert server.stats.in_flight == 5
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 0.5
+        assert walk_tasks() == []
 
 
 async def test_break_out_of_prefetching_walk_cancels_requests() -> None:
     """Leaving `async for` early cancels the prefetched requests."""
-    async with FakeKlingServer(tasks=1000, latency=0.3) as server:
-        async with session(server) as kling:
-            async for _ in kling.iter_works(prefetch=4):
-                break
-            await asyncio.sleep(0.05)  # the generator's finaliser runs on the loop
-            assert walk_tasks() == []
+    async with FakeKlingServer(tasks=1000, latency=0.3) as server, session(server) as kling:
+        async for _ in kling.iter_works(prefetch=4):
+            break
+        await asyncio.sleep(0.05)  # the generator's finaliser runs on the loop
+        assert walk_tasks() == []
 
 
 async def test_shared_backoff_slows_every_request(scripted: Scripted) -> None:
@@ -177,10 +175,13 @@ async def test_exactly_once_with_out_of_order_answers(scripted: Scripted) -> Non
         await asyncio.sleep(0.05 * max(0, 6 - page_num % 6))
         state["inserted"] += 2
         head = list(range(-state["inserted"], 0))
-        ids = head[::-1][::-1] + list(range(total))
+        ids = head + list(range(total))
         chunk = ids[(page_num - 1) * size : page_num * size]
         history = [
-            {"works": [{"workId": 10_000 + i, "createTime": 10**12 - i}], "task": {"id": 10_000 + i}}
+            {
+                "works": [{"workId": 10_000 + i, "createTime": 10**12 - i}],
+                "task": {"id": 10_000 + i},
+            }
             for i in chunk
         ]
         return web.json_response({"history": history})
