@@ -330,10 +330,12 @@ class Walk:
                 for i, work in enumerate(works):
                     wid = work.work_id
                     if wid is not None:
+                        # Every id of the page, duplicates too, so that works still drifting
+                        # across pages stay in the window.
+                        page_ids.append(wid)
                         if wid in seen or wid in on_page:
                             continue
                         on_page.add(wid)
-                        page_ids.append(wid)
                     new_idx.append(i)
                 overlap = len(works) - len(new_idx)
                 # Progress means reaching further back in time than the previous page: pages of
