@@ -41,6 +41,15 @@ MESSAGE_PREFIX: Final = 200
 #: How much of an error body an :class:`APIError` keeps.
 ERROR_BODY_LIMIT: Final = 64 * 1024
 
+#: What a body that is not the expected JSON can raise while it is decoded: invalid UTF-8 in a
+#: string and pathological nesting (in fields typed Any) surface outside msgspec's own errors.
+_BAD_JSON: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    UnicodeDecodeError,
+    RecursionError,
+)
+
 _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -109,6 +118,11 @@ def check_email(email: str | None) -> str | None:
         raise TypeError(f"email must be a str, got {type(email).__name__}")
     if not email.strip():
         raise ValueError("email must not be empty")
+    try:
+        email.encode("utf-8")
+    except UnicodeEncodeError:
+        # yarl would silently drop a lone surrogate and send another address.
+        raise ValueError("email must be valid Unicode text (it holds a lone surrogate)") from None
     return email
 
 
@@ -174,7 +188,7 @@ _ERROR_BODY_DECODER: Final = msgspec.json.Decoder(_ErrorBody)
 def _error_body(body: bytes) -> _ErrorBody | None:
     try:
         return _ERROR_BODY_DECODER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _BAD_JSON:
         return None
 
 
@@ -253,7 +267,7 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, url: str) -> T:
     """Decode a 200 body, or raise :class:`DecodeError` saying where and why."""
     try:
         return decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _BAD_JSON as exc:
         raise DecodeError(url, str(exc)) from exc
 
 

@@ -190,10 +190,12 @@ class KlingSession:
                     f"no complete response within {self._timeout_s:g} s from {url}"
                 ) from exc
             except aiohttp.ClientResponseError as exc:
-                # Its request_info holds the request headers, token included: don't chain it.
-                raise TransportError(f"{type(exc).__name__} from {url}: {exc.message}") from None
+                # Its request_info holds the request headers, token included: neither chain it
+                # nor raise inside this block (that would keep it as __context__).
+                reason = f"{type(exc).__name__} from {url}: {exc.message}"
             except aiohttp.ClientError as exc:
                 raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
+            raise TransportError(reason) from None
         raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url}")
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
@@ -201,8 +203,7 @@ class KlingSession:
         length = resp.content_length
         if length is not None and length > cap:
             raise DecodeError(str(url), f"body of {length} bytes exceeds max_response_bytes={cap}")
-        if length is not None:
-            return await resp.read()
+        # Always count what is read: Content-Length is the compressed size of a gzip body.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
