@@ -1,27 +1,475 @@
 """The ``kling-async`` command (also ``python -m kling_async``).
 
 Subcommands are dispatched by name, each with its own parser, so that a subcommand's
-``--help`` is its own.
+``--help`` is its own. Expected failures end with one line on stderr and an exit status,
+never a traceback: 0 done, 1 an API, network, file or download failure, 2 a usage error,
+130 interrupted.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from ._download import FILE_EXTENSIONS
+from ._export import (
+    ExportConfig,
+    ExportResult,
+    ExportUsageError,
+    checkpoint_path,
+    run_export,
+    summary_lines,
+)
+from ._progress import Progress
 from ._version import __version__
+from .errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    DecodeError,
+    KlingError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    WalkError,
+)
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 USAGE = f"""usage: kling-async COMMAND [OPTIONS]
 
 kling-async {__version__}: the useapi.net Kling assets API from the command line.
 
 commands:
+  export        export every work to JSONL (lossless, resumable), optionally with media
+  demo          run the export against the built-in fake API: no token, no network
   fake-server   run the built-in fake API (and CDN) for tests and demos
 
 Run 'kling-async COMMAND --help' for a command's options.
 """
+
+EXPORT_DESCRIPTION = """\
+Export every work of a Kling account to JSONL: one work per line, exactly as the API sent it
+(every field, camelCase keys, fields this library does not know included), newest first.
+
+The export is resumable: after each page, OUT is flushed and a checkpoint beside it
+(OUT.checkpoint.json) records how far it got. Killed at any moment (Ctrl-C, kill -9, a lost
+connection), 'kling-async export OUT --resume' truncates OUT to the last checkpoint and goes on
+from there: the finished file holds each work once, and no partial line.
+
+"Each work" means every work that exists for the whole export; works created meanwhile may or
+may not be in it. A deletion while the export runs shifts older works back across a page
+boundary, and a page-number walk cannot see a work that moves onto a page it already read.
+"""
+
+EXPORT_EPILOG = """\
+--resume also starts an export that has no checkpoint yet, so a script can always pass it;
+a resumed export keeps the options it was started with (it refuses different ones). Without
+--resume, an existing non-empty OUT is never overwritten unless --force is given.
+
+With --download DIR, each exported work's watermark-free files are fetched through
+GET /assets/download into DIR as <workId>.<ext> (a zip's entries are unpacked, each name
+carrying the workId). Works still rendering, failed, or without the wanted file types are
+skipped. A file is written as NAME.part and renamed when complete; a resumed export skips
+works whose files are all there, and also retries the downloads that failed. The API token is
+never sent to the CDN.
+
+exit status: 0 done, 1 an API, network or file failure (or a failed download), 2 a usage
+error, 130 interrupted (resume with --resume).
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def parse_since(text: str) -> int:
+    """``--since``: an ISO date or datetime (naive means UTC) or epoch milliseconds.
+
+    Returns:
+        Epoch milliseconds.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else, or a number that looks like epoch seconds.
+    """
+    value = text.strip()
+    if value.isdigit():
+        ms = int(value)
+        # 10-digit numbers are epoch seconds of today; as milliseconds they would be 1970.
+        if 10**9 <= ms < 10**11:
+            raise argparse.ArgumentTypeError(
+                f"{value} looks like epoch seconds; give milliseconds ({value}000)"
+            )
+        return ms
+    if value[-1:] in ("Z", "z"):  # fromisoformat() accepts "Z" only from Python 3.11
+        value = value[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO date, datetime or epoch milliseconds: {text!r} "
+            "(e.g. 2024-05-01, 2024-05-01T12:00:00+02:00, 1714521600000)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    # Integer arithmetic: timestamp() * 1000 can land a millisecond short.
+    ms = (when - _EPOCH) // timedelta(milliseconds=1)
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"before 1970: {text!r}")
+    return ms
+
+
+def parse_file_types(text: str) -> list[str]:
+    """``--file-types MP4,png``: upper-cased, known types only.
+
+    Raises:
+        argparse.ArgumentTypeError: An unknown or no file type.
+    """
+    types = list(dict.fromkeys(t.strip().upper() for t in text.split(",") if t.strip()))
+    unknown = [t for t in types if t not in FILE_EXTENSIONS]
+    if unknown or not types:
+        raise argparse.ArgumentTypeError(
+            f"unknown file types {','.join(unknown) or '(none)'}; use {','.join(FILE_EXTENSIONS)}"
+        )
+    return types
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """The parser of ``kling-async export``."""
+    parser = argparse.ArgumentParser(
+        prog="kling-async export",
+        description=EXPORT_DESCRIPTION,
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "out",
+        nargs="?",
+        default="-",
+        metavar="OUT",
+        help="JSONL file, or - for stdout (the default)",
+    )
+    api = parser.add_argument_group("API")
+    api.add_argument(
+        "--token", help="useapi.net API token (default: $USEAPI_TOKEN, which keeps it out of ps)"
+    )
+    api.add_argument("--email", help="Kling account email (when the useapi account has several)")
+    api.add_argument("--base-url", metavar="URL", help="API base URL (default: useapi.net's)")
+    api.add_argument(
+        "--timeout", type=_positive_float, default=30.0, metavar="S", help="seconds per request"
+    )
+    api.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=5,
+        metavar="N",
+        help="retries of a 429, 5xx or network failure before giving up (default: 5)",
+    )
+    api.add_argument(
+        "--backoff-base",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="base of the exponential backoff between retries, in seconds (default: 1)",
+    )
+    what = parser.add_argument_group("what to export")
+    what.add_argument("--content-type", choices=("video", "image", "audio"))
+    what.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="WHEN",
+        help="only works created after WHEN: ISO date or datetime (naive = UTC), or epoch ms",
+    )
+    what.add_argument(
+        "--max-items",
+        type=_non_negative_int,
+        metavar="N",
+        help="stop after N works (counted across resumes)",
+    )
+    what.add_argument(
+        "--page-size", type=_positive_int, metavar="N", help="tasks per request (default: 40)"
+    )
+    what.add_argument(
+        "--prefetch",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="pages requested ahead of the one being written (default: 2): overlaps the "
+        "latency of requests; 0 is gentlest on a rate-limited account",
+    )
+    run = parser.add_argument_group("resuming")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the export in OUT from its checkpoint (or start it)",
+    )
+    run.add_argument("--force", action="store_true", help="start over, replacing an existing OUT")
+    media = parser.add_argument_group("media")
+    media.add_argument(
+        "--download", metavar="DIR", help="also fetch each work's watermark-free files into DIR"
+    )
+    media.add_argument(
+        "--file-types",
+        type=parse_file_types,
+        metavar="LIST",
+        help="only these types, e.g. MP4,PNG (from MP4, PNG, MP3, WAV; default: all)",
+    )
+    media.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="works downloaded at once (default: 4)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress (errors only)")
+    return parser
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the cause of an API, network or walk failure (never the token)."""
+    if isinstance(exc, AuthenticationError):
+        return "unauthorized (HTTP 401): check your token (USEAPI_TOKEN or --token)"
+    if isinstance(exc, PaymentRequiredError):
+        return "payment required (HTTP 402): the useapi.net subscription is not active"
+    if isinstance(exc, RateLimitError):
+        return (
+            "rate limited (HTTP 429): the Kling accounts stayed at capacity through every "
+            "retry; try again later"
+        )
+    if isinstance(exc, PermissionDeniedError):
+        return f"forbidden (HTTP 403): {exc.message}"
+    if isinstance(exc, BadRequestError):
+        return f"the API refused the parameters (HTTP 400): {exc.message}"
+    if isinstance(exc, NotFoundError):
+        return f"not found (HTTP 404) at {exc.url}: check --base-url"
+    if isinstance(exc, ServerError):
+        return f"server error (HTTP {exc.status}) after retries: {exc.message}"
+    if isinstance(exc, APIError):
+        return f"API error: {exc}"
+    if isinstance(exc, TransportError):
+        return f"network error: {exc}"
+    if isinstance(exc, DecodeError):
+        return f"unexpected response: {exc}"
+    if isinstance(exc, WalkError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _export(argv: Sequence[str]) -> int:
+    parser = export_parser()
+    args = parser.parse_args(argv)
+    if args.file_types is not None and not args.download and not args.resume:
+        parser.error("--file-types needs --download DIR")
+    if args.out == "-" and args.resume:
+        parser.error("--resume needs an output file; stdout (-) cannot be resumed")
+    if args.resume and args.force:
+        parser.error("--resume and --force exclude each other")
+    config = ExportConfig(
+        out=args.out,
+        token=args.token,
+        base_url=args.base_url,
+        email=args.email,
+        content_type=args.content_type,
+        page_size=args.page_size,
+        since=args.since,
+        max_items=args.max_items,
+        prefetch=args.prefetch,
+        resume=args.resume,
+        force=args.force,
+        download_dir=args.download,
+        file_types=args.file_types,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        backoff_base=args.backoff_base,
+    )
+    return run_export_command(config, quiet=args.quiet)
+
+
+def run_export_command(config: ExportConfig, *, quiet: bool) -> int:
+    """Run an export and turn its outcome into messages and an exit status."""
+    name = "kling-async export"
+    progress = Progress(quiet=quiet, prefix=name)
+    resumable = config.out != "-"
+    try:
+        result = asyncio.run(run_export(config, progress))
+    except KeyboardInterrupt:
+        hint = "; resume with --resume" if resumable else ""
+        progress.error(f"{name}: interrupted{hint}")
+        return 130
+    except ExportUsageError as exc:
+        progress.error(f"{name}: {exc}")
+        return 2
+    except RecursionError:  # msgspec on JSON nested past the recursion limit
+        progress.error(f"{name}: unexpected response: JSON nested too deeply")
+        return 1
+    except (KlingError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):
+            _silence_stdout()
+            progress.error(f"{name}: stdout was closed")
+            return 1
+        saved = resumable and checkpoint_path(config.out).exists()
+        hint = " (progress saved: continue with --resume)" if saved else ""
+        progress.error(f"{name}: {describe_error(exc)}{hint}")
+        return 1
+    for line in summary_lines(result):
+        progress.info(line)
+    downloads = result.downloads
+    if downloads is not None and downloads.failed:
+        more = "; --resume retries them" if resumable else ""
+        progress.error(f"{name}: {downloads.failed} download(s) failed{more}")
+        return 1
+    return 0
+
+
+def _silence_stdout() -> None:
+    # The reader went away: point stdout at devnull so the interpreter's final flush of
+    # buffered output does not raise (and print) a second BrokenPipeError at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    """The parser of ``kling-async demo``."""
+    parser = argparse.ArgumentParser(
+        prog="kling-async demo",
+        description="Run the export against the built-in fake API on 127.0.0.1: no token, no "
+        "network. Writes works.jsonl and a few media files into a folder.",
+    )
+    parser.add_argument(
+        "--out",
+        default="kling-demo",
+        metavar="DIR",
+        help="folder for the demo's files (default: ./kling-demo)",
+    )
+    parser.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=3000,
+        metavar="N",
+        help="tasks in the fake library (default: 3000)",
+    )
+    parser.add_argument(
+        "--downloads",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="fetch the media of the first N works (default: 10)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    return parser
+
+
+def _demo(argv: Sequence[str]) -> int:
+    args = demo_parser().parse_args(argv)
+    return run_demo(Path(args.out), tasks=args.tasks, downloads=args.downloads, quiet=args.quiet)
+
+
+async def _demo_export(
+    folder: Path, tasks: int, downloads: int, progress: Progress
+) -> ExportResult:
+    from .testing import FakeKlingServer, Faults
+
+    # A few 429/503 answers (retried at once) so the summary shows retries at work.
+    faults = Faults(rate=0.03, kinds=("429", "503"), retry_after="0")
+    async with FakeKlingServer(
+        tasks, token="demo-token", seed=2028, file_size=2048, faults=faults
+    ) as server:
+        print(
+            f"kling-async demo: fake Kling API at {server.base_url} ({tasks:,} tasks), "
+            f"fake CDN at {server.cdn_url}; no token or network needed",
+            flush=True,
+        )
+        config = ExportConfig(
+            out=str(folder / "works.jsonl"),
+            token=server.token,
+            base_url=server.base_url,
+            force=True,  # the demo's own file: each run starts over
+            download_dir=str(folder / "media") if downloads else None,
+            download_limit=downloads,
+            backoff_base=0.01,
+        )
+        return await run_export(config, progress)
+
+
+def run_demo(folder: Path, *, tasks: int = 3000, downloads: int = 10, quiet: bool = False) -> int:
+    """``kling-async demo``: export the fake library into ``folder``; returns the exit status."""
+    name = "kling-async demo"
+    progress = Progress(quiet=quiet, prefix=name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(_demo_export(folder, tasks, downloads, progress))
+    except KeyboardInterrupt:
+        progress.error(f"{name}: interrupted")
+        return 130
+    except (KlingError, OSError, ExportUsageError) as exc:
+        progress.error(f"{name}: {describe_error(exc)}")
+        return 1
+    progress.clear()
+    for line in summary_lines(result):
+        print(line)
+    print(f"\nJSONL:  {result.out}  ({result.works:,} works, one JSON object per line)")
+    dl = result.downloads
+    if dl is not None:
+        print(
+            f"media:  {result.download_dir}{os.sep}  ({dl.files:,} files written from the "
+            f"first {downloads} works; {dl.present} works already there)"
+        )
+    print(
+        "\nNext, with your own token:  USEAPI_TOKEN=... kling-async export works.jsonl "
+        "--download media\n(Ctrl-C at any time, then add --resume to continue.)"
+    )
+    failed = dl.failed if dl is not None else 0
+    return 1 if failed else 0
 
 
 def _fake_server(argv: Sequence[str]) -> int:
@@ -31,6 +479,8 @@ def _fake_server(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": _demo,
+    "export": _export,
     "fake-server": _fake_server,
 }
 

@@ -1,0 +1,563 @@
+"""The export engine behind ``kling-async export`` (and ``kling-async demo``).
+
+A walk with ``raw=True`` hands out each page's works exactly as the API sent them; each one
+becomes a line of ``OUT`` (JSONL). After each page, in this order:
+
+1. the page's lines are written, flushed and fsynced;
+2. the checkpoint beside ``OUT`` (``OUT.checkpoint.json``) is replaced atomically (a temp file
+   in the same directory, fsync, ``os.replace``, fsync of the directory), holding the walk's
+   :class:`~kling_async.WalkCheckpoint`, the byte length of ``OUT`` and the export's options;
+3. the page's works are queued for download (``--download``).
+
+A process killed at any moment therefore leaves a checkpoint that describes a prefix of
+``OUT`` made of whole lines. ``--resume`` truncates ``OUT`` to that length (dropping a partial
+line, or the lines of a page written after the last checkpoint), walks on from the
+checkpoint, and first re-queues the downloads of the lines already there (works whose files
+are complete are skipped without a request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import msgspec
+
+from ._download import Downloader, DownloadStats
+from ._http import DEFAULT_BASE_URL
+from ._progress import Progress, format_bytes, format_duration
+from ._session import KlingSession
+from ._walk import Walk, WalkCheckpoint
+from .models import Work
+
+__all__ = [
+    "CHECKPOINT_SUFFIX",
+    "ExportConfig",
+    "ExportOptions",
+    "ExportResult",
+    "ExportState",
+    "ExportUsageError",
+    "checkpoint_path",
+    "run_export",
+]
+
+CHECKPOINT_SUFFIX: Final = ".checkpoint.json"
+STATE_VERSION: Final = 1
+DEFAULT_PAGE_SIZE: Final = 40
+#: The most download failures reported one by one; the rest are only counted.
+MAX_REPORTED_FAILURES: Final = 20
+
+
+class ExportUsageError(Exception):
+    """The export cannot start as asked (exit status 2); the message says why and what to do."""
+
+
+class ExportOptions(msgspec.Struct, kw_only=True):
+    """What an export was started with, saved in its checkpoint (never the token)."""
+
+    base_url: str
+    email: str | None = None
+    content_type: str | None = None
+    page_size: int = DEFAULT_PAGE_SIZE
+    since: int | None = None
+    max_items: int | None = None
+    download_dir: str | None = None
+    file_types: list[str] | None = None
+
+
+class ExportState(msgspec.Struct, kw_only=True):
+    """The checkpoint file beside ``OUT``.
+
+    Attributes:
+        version: Format version of this file.
+        out_bytes: Length of ``OUT`` when it was written: whole lines, every one of them
+            covered by ``walk``.
+        works: Lines (works) in those bytes.
+        finished: The walk reached its end; ``--resume`` has nothing left to fetch.
+        options: The export's options.
+        walk: Where the walk stands.
+    """
+
+    version: int = STATE_VERSION
+    out_bytes: int
+    works: int
+    finished: bool = False
+    options: ExportOptions
+    walk: WalkCheckpoint
+
+
+_STATE_DECODER: Final = msgspec.json.Decoder(ExportState)
+_STATE_ENCODER: Final = msgspec.json.Encoder()
+_WORK_DECODER: Final = msgspec.json.Decoder(Work)
+
+
+@dataclass
+class ExportConfig:
+    """One export's settings, as the command line gives them.
+
+    The walk-shaping options (``email``, ``content_type``, ``page_size``, ``since``,
+    ``max_items``) are None when not given: a resumed export takes them from its checkpoint
+    and refuses different ones.
+    """
+
+    out: str
+    token: str | None = None
+    base_url: str | None = None
+    email: str | None = None
+    content_type: str | None = None
+    page_size: int | None = None
+    since: int | None = None
+    max_items: int | None = None
+    prefetch: int = 2
+    resume: bool = False
+    force: bool = False
+    download_dir: str | None = None
+    file_types: list[str] | None = None
+    jobs: int = 4
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    download_limit: int | None = None
+    """Download the files of at most this many works of this run (the demo's few files)."""
+
+
+@dataclass
+class ExportResult:
+    """What an export did, for the summary."""
+
+    out: str
+    works: int = 0
+    """Works in ``OUT`` (earlier runs of a resumed export included)."""
+    works_run: int = 0
+    """Works written by this run."""
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    duplicates: int = 0
+    elapsed: float = 0.0
+    already_finished: bool = False
+    resumed: bool = False
+    download_dir: str | None = None
+    downloads: DownloadStats | None = None
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """``OUT.checkpoint.json``, beside ``OUT``."""
+    path = Path(out)
+    return path.with_name(path.name + CHECKPOINT_SUFFIX)
+
+
+def load_state(path: Path) -> ExportState | None:
+    """The checkpoint at ``path``, None if there is none.
+
+    Raises:
+        ExportUsageError: It exists but cannot be read.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ExportUsageError(f"cannot read the checkpoint {path}: {exc.strerror}") from None
+    try:
+        state = _STATE_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ExportUsageError(f"unreadable checkpoint {path}: {exc}") from None
+    if state.version != STATE_VERSION:
+        raise ExportUsageError(f"checkpoint {path} has format {state.version}, not {STATE_VERSION}")
+    return state
+
+
+def write_state(path: Path, state: ExportState) -> None:
+    """Replace the checkpoint atomically: readers (and a later run) see the old or the new."""
+    data = _STATE_ENCODER.encode(state)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable across a power cut; POSIX only (Windows can't open dirs).
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _iter_lines(path: Path, limit: int) -> Iterator[bytes]:
+    """The lines of the first ``limit`` bytes of ``path``, one at a time (bounded memory)."""
+    with path.open("rb") as file:
+        left = limit
+        while left > 0:
+            line = file.readline(left)
+            if not line:
+                return
+            left -= len(line)
+            yield line
+
+
+def _open_out(path: Path, append: bool) -> BinaryIO:
+    return path.open("ab" if append else "wb")
+
+
+def _line(raw: msgspec.Raw) -> bytes:
+    data = bytes(raw)
+    # Raw CR/LF can only be whitespace between JSON tokens (inside strings they must be
+    # escaped), so blanking them keeps the JSON equal and the line a line.
+    if b"\n" in data or b"\r" in data:
+        data = data.replace(b"\r", b" ").replace(b"\n", b" ")
+    return data + b"\n"
+
+
+def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOptions:
+    """The options of this run: the command line's, checked against a checkpoint's."""
+    # Absolute: a resumed export may run from another working directory.
+    download_dir = str(Path(config.download_dir).absolute()) if config.download_dir else None
+    if state is None:
+        return ExportOptions(
+            base_url=config.base_url or DEFAULT_BASE_URL,
+            email=config.email,
+            content_type=config.content_type,
+            page_size=config.page_size or DEFAULT_PAGE_SIZE,
+            since=config.since,
+            max_items=config.max_items,
+            download_dir=download_dir,
+            file_types=config.file_types,
+        )
+    saved = state.options
+    for flag, given, kept in (
+        ("--email", config.email, saved.email),
+        ("--content-type", config.content_type, saved.content_type),
+        ("--page-size", config.page_size, saved.page_size),
+        ("--since", config.since, saved.since),
+        ("--max-items", config.max_items, saved.max_items),
+    ):
+        if given is not None and given != kept:
+            raise ExportUsageError(
+                f"{flag} {given} differs from the checkpoint's ({kept}): a resumed export "
+                "keeps its options; drop the option, or start over with --force"
+            )
+    return ExportOptions(
+        base_url=config.base_url or saved.base_url,
+        email=saved.email,
+        content_type=saved.content_type,
+        page_size=saved.page_size,
+        since=saved.since,
+        max_items=saved.max_items,
+        # Where the files go and which types are not part of the walk: a new value wins.
+        download_dir=download_dir or saved.download_dir,
+        file_types=config.file_types if config.file_types is not None else saved.file_types,
+    )
+
+
+def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
+    """Check ``OUT`` and its checkpoint against ``--resume``/``--force``."""
+    if config.out == "-":
+        if config.resume:
+            raise ExportUsageError("--resume needs an output file; stdout (-) cannot be resumed")
+        return None, None
+    out = Path(config.out)
+    ckpt = checkpoint_path(out)
+    if out.is_dir():
+        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
+    exists = out.exists() and out.stat().st_size > 0
+    if not config.resume:
+        if exists and not config.force:
+            hint = (
+                "resume it with --resume"
+                if ckpt.exists()
+                else "choose another file, or replace it with --force"
+            )
+            raise ExportUsageError(f"{out} already exists; {hint}")
+        return out, None
+    state = load_state(ckpt)
+    if state is None:
+        if exists:
+            raise ExportUsageError(
+                f"{out} has no checkpoint ({ckpt.name}): nothing to resume; replace it with "
+                "--force, or choose another file"
+            )
+        return out, None  # --resume of an export not begun yet starts it
+    size = out.stat().st_size if out.exists() else 0
+    if size < state.out_bytes:
+        raise ExportUsageError(
+            f"{out} is shorter ({size} bytes) than its checkpoint says ({state.out_bytes}): "
+            "it was changed since; start over with --force"
+        )
+    return out, state
+
+
+def _check_tail(out: Path, length: int) -> None:
+    """The checkpointed prefix must end a line, or the checkpoint belongs to another file."""
+    if length == 0:
+        return
+    with out.open("rb") as file:
+        file.seek(length - 1)
+        if file.read(1) != b"\n":
+            raise ExportUsageError(
+                f"{out} does not match its checkpoint (no line ends at byte {length}); "
+                "start over with --force"
+            )
+
+
+async def run_export(config: ExportConfig, progress: Progress | None = None) -> ExportResult:
+    """Run one export (or resume one) as ``config`` says.
+
+    Args:
+        config: The settings.
+        progress: Where progress and download failures go (a quiet one when None).
+
+    Returns:
+        What was done. ``result.downloads.failed`` counts failed downloads.
+
+    Raises:
+        ExportUsageError: The export cannot start as asked (exit status 2).
+        KlingError: The walk failed (after retries): the checkpoint holds what was done.
+        OSError: ``OUT`` or the checkpoint could not be written.
+    """
+    progress = progress or Progress(quiet=True)
+    out, state = _prepare(config)
+    options = _merge_options(config, state)
+    result = ExportResult(out=config.out, resumed=state is not None)
+    result.download_dir = options.download_dir
+    if state is not None and out is not None:
+        result.works = state.works
+        _check_tail(out, state.out_bytes)
+    if state is not None and state.finished and not options.download_dir:
+        result.already_finished = True
+        return result
+    token = config.token or os.environ.get("USEAPI_TOKEN") or None
+    if not token:
+        raise ExportUsageError("no API token: pass --token or set USEAPI_TOKEN")
+    try:
+        kling = KlingSession(
+            token,
+            email=options.email,
+            base_url=options.base_url,
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            backoff_base=config.backoff_base,
+        )
+    except ValueError as exc:
+        raise ExportUsageError(str(exc)) from None
+    async with kling:
+        return await _Export(config, kling, progress, out, state, options, result).run()
+
+
+class _Export:
+    """One run of the engine; :func:`run_export` builds it."""
+
+    def __init__(
+        self,
+        config: ExportConfig,
+        kling: KlingSession,
+        progress: Progress,
+        out: Path | None,
+        state: ExportState | None,
+        options: ExportOptions,
+        result: ExportResult,
+    ) -> None:
+        self.config = config
+        self.kling = kling
+        self.progress = progress
+        self.out = out
+        self.state = state
+        self.options = options
+        self.result = result
+        self.downloader: Downloader | None = None
+        self.pages = 0
+        self.retries = 0
+        self.reported = 0
+        self.out_bytes = 0  # length of OUT: whole lines, all covered by the walk's checkpoint
+
+    def _show(self, force: bool = False) -> None:
+        dl = self.downloader
+        self.progress.update(
+            works=self.result.works_run,
+            pages=self.pages,
+            retries=self.retries,
+            files=dl.stats.files if dl is not None else None,
+            nbytes=dl.stats.bytes if dl is not None else None,
+            force=force,
+        )
+
+    def _report(self, message: str) -> None:
+        # A broken CDN could fail every work: past a few lines, only the summary counts them.
+        self.reported += 1
+        if self.reported <= MAX_REPORTED_FAILURES:
+            self.progress.error(f"{self.progress.prefix}: {message}")
+        elif self.reported == MAX_REPORTED_FAILURES + 1:
+            self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
+
+    async def run(self) -> ExportResult:
+        options = self.options
+        self.progress.restart()
+        if options.download_dir:
+            self.downloader = Downloader(
+                self.kling,
+                options.download_dir,
+                jobs=self.config.jobs,
+                file_types=options.file_types,
+                email=options.email,
+                on_progress=self._show,
+                on_error=self._report,
+            )
+            self.result.downloads = self.downloader.stats
+            self.downloader.start()
+        try:
+            await self._run()
+        finally:
+            if self.downloader is not None:
+                await self.downloader.aclose()
+            self.result.elapsed = self.progress.elapsed()
+        return self.result
+
+    async def _run(self) -> None:
+        state, out = self.state, self.out
+        if state is not None and out is not None:
+            # Drop a partial last line, or lines of a page written after the last checkpoint.
+            if out.stat().st_size > state.out_bytes:
+                os.truncate(out, state.out_bytes)
+            if self.downloader is not None:
+                await self._requeue(out, state.out_bytes)
+            if state.finished:
+                self.result.already_finished = True
+                await self._finish_downloads()
+                return
+        await self._walk()
+        await self._finish_downloads()
+
+    async def _finish_downloads(self) -> None:
+        if self.downloader is not None:
+            await self.downloader.join()
+        self._show(force=True)
+
+    async def _requeue(self, out: Path, length: int) -> None:
+        """Queue the downloads of the works already in ``OUT`` (complete ones are skipped)."""
+        assert self.downloader is not None
+        for line in _iter_lines(out, length):
+            try:
+                work = _WORK_DECODER.decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not a work this library can read: nothing to download for it
+            await self.downloader.submit(work)
+
+    async def _walk(self) -> None:
+        options, state, result, out = self.options, self.state, self.result, self.out
+        walk = self.kling.walk(
+            raw=True,
+            page_size=options.page_size,
+            content_type=options.content_type,
+            since=options.since,
+            max_items=options.max_items,
+            prefetch=self.config.prefetch,
+            resume=state.walk if state is not None else None,
+        )
+        ckpt = checkpoint_path(out) if out is not None else None
+        self.out_bytes = state.out_bytes if state is not None else 0
+
+        def save(finished: bool) -> None:
+            if ckpt is not None:
+                write_state(
+                    ckpt,
+                    ExportState(
+                        out_bytes=self.out_bytes,
+                        works=result.works,
+                        finished=finished,
+                        options=options,
+                        walk=walk.checkpoint(),
+                    ),
+                )
+
+        # The first checkpoint comes before OUT is opened (and, starting over, emptied): killed
+        # in between, a resume truncates OUT to 0 bytes instead of trusting an old checkpoint.
+        save(False)
+        with contextlib.ExitStack() as stack:
+            if out is None:
+                file = sys.stdout.buffer
+            else:
+                file = stack.enter_context(_open_out(out, append=state is not None))
+            await self._write_pages(walk, file, ckpt is not None, save)
+        save(True)
+
+    async def _write_pages(
+        self, walk: Walk, file: BinaryIO, durable: bool, save: Callable[[bool], None]
+    ) -> None:
+        """Write each page's lines, then checkpoint, then queue the page's downloads."""
+        result = self.result
+        limit = self.config.download_limit
+        queued = 0
+        try:
+            async with aclosing(walk.__aiter__()) as batches:
+                async for batch in batches:
+                    data = b"".join(_line(raw) for raw in batch.raw_works)
+                    file.write(data)
+                    file.flush()
+                    if durable:
+                        os.fsync(file.fileno())
+                    self.out_bytes += len(data)
+                    result.works += len(batch.raw_works)
+                    result.works_run += len(batch.raw_works)
+                    save(False)
+                    self._sync_stats(walk.stats.pages, walk.stats.retries)
+                    self._show()
+                    if self.downloader is not None:
+                        for work in batch.works:
+                            if limit is not None and queued >= limit:
+                                break
+                            queued += 1
+                            await self.downloader.submit(work)
+        finally:
+            stats = walk.stats
+            self._sync_stats(stats.pages, stats.retries)
+            result.requests = stats.requests
+            result.duplicates = stats.duplicates
+
+    def _sync_stats(self, pages: int, retries: int) -> None:
+        self.pages = self.result.pages = pages
+        self.retries = self.result.retries = retries
+
+
+def summary_lines(result: ExportResult) -> list[str]:
+    """The end-of-run summary, one fact per line."""
+    lines: list[str] = []
+    if result.already_finished:
+        lines.append(f"export already finished: {result.works:,} works in {result.out}")
+    else:
+        rate = result.works_run / result.elapsed if result.elapsed > 0 else 0.0
+        earlier = result.works - result.works_run
+        resumed = f", {earlier:,} from earlier runs" if result.resumed else ""
+        lines.append(
+            f"exported {result.works_run:,} works{resumed} to {result.out} in "
+            f"{format_duration(result.elapsed)} ({rate:,.0f} works/s)"
+        )
+        lines.append(
+            f"  {result.pages:,} pages, {result.requests:,} requests, {result.retries:,} "
+            f"retries, {result.duplicates:,} duplicates skipped"
+        )
+    dl = result.downloads
+    if dl is not None:
+        lines.append(
+            f"  media in {result.download_dir}: {dl.files:,} files ({format_bytes(dl.bytes)}) "
+            f"from {dl.works:,} works, {dl.present:,} works already complete, "
+            f"{dl.not_succeeded + dl.no_files:,} without files, {dl.retries:,} retries, "
+            f"{dl.failed:,} failed"
+        )
+    return lines

@@ -1,0 +1,183 @@
+"""Progress on stderr for the long-running commands (``export``, ``demo``).
+
+On a terminal, one status line rewrites itself in place (``\\r``) at most ``1 / min_interval``
+times a second; anywhere else (a log file, CI), a plain line every ``every_pages`` pages, so a
+log stays readable and small. Errors always get through; ``quiet`` silences the rest. No
+third-party progress library: the package depends on aiohttp and msgspec only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+__all__ = ["Progress", "format_bytes", "format_duration"]
+
+
+def format_bytes(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``: binary units, one decimal above bytes."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_duration(seconds: float) -> str:
+    """``75.2`` -> ``"1 min 15 s"``; under a minute, one decimal."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+class Progress:
+    """A progress display on a text stream (stderr by default).
+
+    Args:
+        stream: Where to write; ``sys.stderr`` when None (looked up at each write, so pytest's
+            capture and redirections made later are honoured).
+        quiet: Print nothing but :meth:`error` lines.
+        tty: Whether ``stream`` is a terminal; asked from ``stream.isatty()`` when None.
+        every_pages: Off a terminal, print a line each time this many more pages are done.
+        min_interval: On a terminal, the least time between two redraws, in seconds.
+        prefix: Put before every line (the command's name).
+        clock: A monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        quiet: bool = False,
+        tty: bool | None = None,
+        every_pages: int = 10,
+        min_interval: float = 0.1,
+        prefix: str = "kling-async",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self.quiet = quiet
+        self._tty = tty
+        self.every_pages = max(1, every_pages)
+        self.min_interval = min_interval
+        self.prefix = prefix
+        self._clock = clock
+        self.started = clock()
+        self._last_draw = float("-inf")
+        self._last_pages = 0
+        self._width = 0  # length of the status line on screen, 0 when none is shown
+
+    @property
+    def stream(self) -> TextIO:
+        """The stream written to."""
+        return self._stream if self._stream is not None else sys.stderr
+
+    @property
+    def tty(self) -> bool:
+        """Whether the status line rewrites itself (the stream is a terminal)."""
+        if self._tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            self._tty = bool(isatty and isatty())
+        return self._tty
+
+    def elapsed(self) -> float:
+        """Seconds since this display was created (or :meth:`restart`)."""
+        return self._clock() - self.started
+
+    def restart(self) -> None:
+        """Start the clock (and the page count of plain lines) again."""
+        self.started = self._clock()
+        self._last_pages = 0
+
+    def update(
+        self,
+        *,
+        works: int,
+        pages: int,
+        retries: int,
+        files: int | None = None,
+        nbytes: int | None = None,
+        force: bool = False,
+    ) -> None:
+        """Show the counters: redraw the status line, or print a plain line every few pages.
+
+        Args:
+            works: Works exported in this run.
+            pages: Pages received in this run.
+            retries: Requests retried so far.
+            files: Media files written, when downloading.
+            nbytes: Media bytes written, when downloading.
+            force: On a terminal, redraw now whatever the rate limit (the last state before a
+                summary); off a terminal the summary says it all.
+        """
+        if self.quiet:
+            return
+        now = self._clock()
+        if self.tty:
+            if not force and now - self._last_draw < self.min_interval:
+                return
+            self._last_draw = now
+            self._draw(self._status(works, pages, retries, files, nbytes, now))
+        elif pages >= self._last_pages + self.every_pages:
+            self._last_pages = pages
+            line = self._status(works, pages, retries, files, nbytes, now)
+            self._write(f"{self.prefix}: {line}\n")
+
+    def _status(
+        self,
+        works: int,
+        pages: int,
+        retries: int,
+        files: int | None,
+        nbytes: int | None,
+        now: float,
+    ) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        parts = [
+            f"{works:,} works",
+            f"{pages:,} pages",
+            f"{works / elapsed:,.0f} works/s",
+            f"{retries:,} retries",
+        ]
+        if files is not None:
+            parts.append(f"{files:,} files ({format_bytes(nbytes or 0)})")
+        return ", ".join(parts)
+
+    def _draw(self, text: str) -> None:
+        # Pad with spaces over the previous line instead of an ANSI "erase line": it works on
+        # every terminal, and the line never wraps in practice (it stays under ~90 columns).
+        line = f"{self.prefix}: {text}"
+        pad = max(0, self._width - len(line))
+        self._write("\r" + line + " " * pad)
+        self._width = len(line)
+
+    def clear(self) -> None:
+        """Erase the status line, if one is shown, so that the next line starts clean."""
+        if self._width:
+            self._write("\r" + " " * self._width + "\r")
+            self._width = 0
+            # Redraw at the next update even if it comes within min_interval.
+            self._last_draw = float("-inf")
+
+    def info(self, text: str) -> None:
+        """Print a line of information (not with ``quiet``)."""
+        if not self.quiet:
+            self.clear()
+            self._write(text + "\n")
+
+    def error(self, text: str) -> None:
+        """Print an error line, ``quiet`` or not, after erasing the status line."""
+        self.clear()
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        stream = self.stream
+        stream.write(text)
+        stream.flush()
