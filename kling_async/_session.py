@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
 
@@ -169,34 +169,67 @@ class KlingSession:
 
     # -- transport ------------------------------------------------------------------------
 
-    async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
-        """One GET with manual redirects: ``Authorization`` only ever goes to the API's origin."""
+    @asynccontextmanager
+    async def _open(
+        self, url: URL, *, api: bool, timeout: aiohttp.ClientTimeout | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url``, following redirects by hand (http and https only).
+
+        With ``api``, ``Authorization`` goes to the hops on the API's origin and no other;
+        without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
+        """
         http = self._ensure_session()
         for _ in range(_MAX_REDIRECTS + 1):
-            headers = self._headers if url.origin() == self._origin else self._plain_headers
+            if url.scheme not in ("http", "https") or not url.host:
+                raise TransportError(f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)")
+            on_api = api and url.origin() == self._origin
             log.debug("GET %s", url)
-            try:
-                async with http.get(
-                    url, headers=headers, allow_redirects=False, timeout=self._timeout
-                ) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status in _REDIRECTS and location:
-                        url = url.join(URL(location))
-                        continue
-                    body = await self._read_body(resp, url)
-                    return resp.status, resp.headers, body
-            except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
-                raise TransportError(
-                    f"no complete response within {self._timeout_s:g} s from {url}"
-                ) from exc
-            except aiohttp.ClientResponseError as exc:
-                # Its request_info holds the request headers, token included: neither chain it
-                # nor raise inside this block (that would keep it as __context__).
-                reason = f"{type(exc).__name__} from {url}: {exc.message}"
-            except aiohttp.ClientError as exc:
-                raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
-            raise TransportError(reason) from None
-        raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url}")
+            async with http.get(
+                url,
+                headers=self._headers if on_api else self._plain_headers,
+                allow_redirects=False,
+                timeout=timeout or self._timeout,
+            ) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in _REDIRECTS and location:
+                    url = url.join(URL(location))
+                    continue
+                yield resp
+                return
+        raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url.with_query(None)}")
+
+    def open_cdn(
+        self, url: str | URL, *, timeout: aiohttp.ClientTimeout | None = None
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """Open a file on Kling's CDN (a :class:`DownloadLink`'s ``cdn_url``) for streaming.
+
+        ``async with kling.open_cdn(link.cdn_url) as resp:`` gives the aiohttp response after
+        redirects, which are followed by hand, http(s) only. The useapi token is never sent:
+        the CDN is another origin. Status codes are the caller's to check.
+
+        Raises:
+            TransportError: A redirect to a non-http(s) URL, or too many redirects.
+            aiohttp.ClientError: As aiohttp raises them for the request itself.
+        """
+        return self._open(URL(url), api=False, timeout=timeout)
+
+    async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
+        """One API GET: status, headers and the body, read inside the request."""
+        try:
+            async with self._open(url, api=True) as resp:
+                body = await self._read_body(resp, url)
+                return resp.status, resp.headers, body
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
+            raise TransportError(
+                f"no complete response within {self._timeout_s:g} s from {url}"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Its request_info holds the request headers, token included: neither chain it
+            # nor raise inside this block (that would keep it as __context__).
+            reason = f"{type(exc).__name__} from {url}: {exc.message}"
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
+        raise TransportError(reason) from None
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
         cap = self.max_response_bytes

@@ -77,9 +77,9 @@ class WalkStats(msgspec.Struct, kw_only=True):
     """Counters of a walk, for progress displays and summaries."""
 
     pages: int = 0
-    """Pages received and processed (the final empty page included)."""
+    """Pages received and processed by this run (the final empty page included)."""
     works: int = 0
-    """Works yielded."""
+    """Works yielded, counting those of the runs before a ``resume``."""
     requests: int = 0
     """HTTP requests sent, retries included."""
     retries: int = 0

@@ -50,7 +50,7 @@ class Resource(_Model, kw_only=True):
     """A file on Kling's CDN (``resource`` and ``cover`` of a work).
 
     ``duration`` is in milliseconds (``5041`` for a 5 s clip). The URL may point at a
-    watermarked copy; :meth:`KlingSession.get_download_url` gives the clean one.
+    watermarked copy; :meth:`KlingSession.get_download_link` gives the clean one.
     """
 
     resource: str | None = None

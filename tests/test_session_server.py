@@ -341,3 +341,26 @@ async def test_oversized_body_refused(scripted: Scripted) -> None:
         with pytest.raises(DecodeError, match="max_response_bytes"):
             await kling.get_assets(page_num=2)
     assert len(scripted.requests) == 2
+
+
+async def test_open_cdn_never_sends_the_token(scripted: Scripted) -> None:
+    """open_cdn follows redirects by hand, with a User-Agent and never Authorization, even on
+    the API's own origin; a redirect to a non-http(s) URL is refused."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/file.mp4":
+            return web.Response(body=b"data")
+        if request.path.endswith("/evil"):
+            raise web.HTTPFound("file:///etc/passwd")
+        raise web.HTTPFound("/file.mp4")
+
+    scripted.handle(handler)
+    async with fast(scripted) as kling:
+        async with kling.open_cdn(scripted.base_url + "/start") as resp:
+            assert resp.status == 200 and await resp.read() == b"data"
+        with pytest.raises(TransportError, match="non-http"):
+            async with kling.open_cdn(scripted.base_url + "/evil"):
+                pass
+    assert [r.path for r in scripted.requests] == ["/v1/kling/start", "/file.mp4", "/v1/kling/evil"]
+    assert all("Authorization" not in r.headers for r in scripted.requests)
+    assert all(r.headers["User-Agent"].startswith("kling-async/") for r in scripted.requests)
