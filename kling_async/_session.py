@@ -477,6 +477,7 @@ class KlingSession:
         email: str | None = None,
         max_backoff: float = 600.0,
         max_pending: int = 1000,
+        max_pending_age: float = 6 * 3600.0,
     ) -> Watcher:
         """Poll for new works every ``interval`` seconds and yield each exactly once.
 
@@ -495,9 +496,12 @@ class KlingSession:
             page_size: History entries per request.
             content_type: ``"video"``, ``"image"``, ``"audio"`` or ``None``.
             email: The Kling account; defaults to the session's.
-            max_backoff: Longest wait after transient failures (429, 5xx, network, decode),
-                which back off from ``interval`` upwards without ending the watch.
+            max_backoff: Longest wait after transient failures (429, 5xx, network, decode, a
+                stalled poll), which back off from ``interval`` upwards without ending the
+                watch.
             max_pending: Most works held back while rendering; the oldest are dropped beyond.
+            max_pending_age: Seconds (of ``create_time``, behind the newest work seen) after
+                which a held-back work that never succeeded (failed, deleted) is given up.
 
         Returns:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
@@ -514,4 +518,5 @@ class KlingSession:
             email=email if email is not None else self._email,
             max_backoff=max_backoff,
             max_pending=max_pending,
+            max_pending_age=max_pending_age,
         )

@@ -86,8 +86,12 @@ class WalkStats(msgspec.Struct, kw_only=True):
     """Requests retried after a transient failure."""
     duplicates: int = 0
     """Works skipped because the walk had already yielded them (offset drift)."""
+    refetches: int = 0
+    """Prefetched pages asked again because the server built them before the page above
+    (or, for the final empty page, because it cannot say): they may hide works."""
     drift_events: int = 0
-    """Times drift was seen while pages were in flight together (the walk then re-asked)."""
+    """Times drift was seen, without server times, while pages were in flight together (the
+    walk then re-asked the recent pages one at a time)."""
 
 
 class WalkCheckpoint(msgspec.Struct, kw_only=True):
@@ -164,6 +168,12 @@ class _Fetched(msgspec.Struct, gc=False):
     page: AssetsPage
     raw_works: list[msgspec.Raw] | None
 
+    @property
+    def served_at(self) -> int | None:
+        """The server's clock when it built the page (``currentTimestamp``), if it says."""
+        stamps = [i.current_timestamp for i in self.page.history if i.current_timestamp]
+        return max(stamps) if stamps else None
+
 
 async def _cancel_all(tasks: Iterable[asyncio.Task[_Fetched]]) -> None:
     tasks = list(tasks)
@@ -232,6 +242,7 @@ class Walk:
         self._skip_newer_than: int | None = None
         self._oldest: int | None = None  # oldest create_time yielded
         self._last_page_oldest: int | None = None  # oldest create_time of the last new page
+        self._last_page_size = page_size + 1  # history length of the last new page
         self._yielded = 0
         self._finished = False
         self._started = False
@@ -293,9 +304,11 @@ class Walk:
     async def _run(self) -> AsyncGenerator[WorkPage, None]:
         if self._finished:
             return
-        pending: deque[tuple[int, asyncio.Task[_Fetched]]] = deque()
+        # (page, request, whether it was sent after the page before it had been received)
+        pending: deque[tuple[int, asyncio.Task[_Fetched], bool]] = deque()
         next_request = self._next_page
         high_water = self._next_page - 1  # highest page processed
+        last_page, last_served = 0, None  # the page processed last and its server time
         pipelined = self.prefetch > 0
         calm = 0
         stale = 0
@@ -305,17 +318,41 @@ class Walk:
                 depth = self._depth(pipelined)
                 while len(pending) < depth:
                     task = asyncio.create_task(self._fetch(next_request))
-                    pending.append((next_request, task))
+                    pending.append((next_request, task, not pending))
                     next_request += 1
                     self._pages_requested += 1
                 if not pending:
                     self._finished = self.max_items is not None and self._yielded >= self.max_items
                     return
-                page_num, task = pending.popleft()
+                page_num, task, causal = pending.popleft()
                 fetched = await task
-                stats.pages += 1
                 stats.requests, stats.retries = self._retry.requests, self._retry.retries
                 page = fetched.page
+                served = fetched.served_at
+                if not causal and page_num == last_page + 1 and page_num > high_water:
+                    # Pages fetched together may be answered in any order. If this one was
+                    # built before the page above it, works that arrived in between pushed
+                    # that page's last works onto this one after it was built: they would be
+                    # hidden. Ask again, now that the page above has been received. An empty
+                    # page carries no server time, so it is always asked again (once).
+                    out_of_order = (
+                        not page.history
+                        if served is None or last_served is None
+                        else served < last_served
+                    )
+                    if out_of_order:
+                        stats.refetches += 1
+                        if not page.history:
+                            # Past the end: what is in flight beyond it is surely empty too.
+                            await _cancel_all(t for _, t, _ in pending)
+                            pending.clear()
+                            next_request = page_num + 1
+                            pipelined = False
+                        retask = asyncio.create_task(self._fetch(page_num))
+                        pending.appendleft((page_num, retask, True))
+                        continue
+                stats.pages += 1
+                last_page, last_served = page_num, served
                 if not page.history:
                     self._finished = True
                     self._next_page = page_num
@@ -354,23 +391,32 @@ class Walk:
                         progress = bool(new_idx)
                     else:
                         last = self._last_page_oldest
-                        progress = last is None or page_oldest < last
+                        size = len(page.history)
+                        # At the tail, arrivals re-serve the last works on ever shorter pages:
+                        # a shrinking short page is progress towards the end.
+                        progress = (
+                            last is None
+                            or page_oldest < last
+                            or size < min(self.page_size, self._last_page_size)
+                        )
                         self._last_page_oldest = page_oldest
+                        self._last_page_size = size
                     if not progress:
                         stale += 1
                         if stale >= self.max_stale_pages:
                             raise WalkStalledError(page_num, stale)
                     else:
                         stale = 0
-                    if overlap and pipelined:
-                        # Works moved while pages were in flight together: a page answered
-                        # late may have shifted past the next one and hidden works at their
-                        # boundary. Drop what is in flight, re-ask the recent pages one at a
-                        # time (the window skips what was already yielded), stay sequential.
+                    if overlap and pipelined and served is None:
+                        # Without server times to order the answers (see above), overlap is the
+                        # evidence: works moved while pages were in flight together, so a page
+                        # answered late may have hidden works at a boundary. Drop what is in
+                        # flight, re-ask the recent pages one at a time (the window skips what
+                        # was already yielded), and stay sequential while the drift lasts.
                         stats.drift_events += 1
                         pipelined = False
                         calm = 0
-                        await _cancel_all(t for _, t in pending)
+                        await _cancel_all(t for _, t, _ in pending)
                         pending.clear()
                         next_request = max(self._first_page, page_num - self.prefetch)
                         log.debug(
@@ -419,5 +465,5 @@ class Walk:
                 if done:
                     return
         finally:
-            await _cancel_all(t for _, t in pending)
+            await _cancel_all(t for _, t, _ in pending)
             stats.requests, stats.retries = self._retry.requests, self._retry.retries

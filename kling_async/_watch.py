@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ._walk import to_epoch_ms
-from .errors import DecodeError, RateLimitError, ServerError, TransportError
+from .errors import DecodeError, RateLimitError, ServerError, TransportError, WalkStalledError
 from .models import Work
 
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ __all__ = ["WatchState", "Watcher"]
 
 log = logging.getLogger("kling_async")
 
-#: Errors a watch rides out (with backoff) instead of ending.
-TRANSIENT = (RateLimitError, ServerError, TransportError, DecodeError)
+#: Errors a watch rides out (with backoff) instead of ending. A stalled poll (a burst of a
+#: page or more of new works per request) is worth another try later, too.
+TRANSIENT = (RateLimitError, ServerError, TransportError, DecodeError, WalkStalledError)
 
 
 class WatchState(msgspec.Struct, kw_only=True):
@@ -79,6 +80,7 @@ class Watcher:
         email: str | None,
         max_backoff: float,
         max_pending: int,
+        max_pending_age: float = 6 * 3600.0,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval}")
@@ -94,6 +96,7 @@ class Watcher:
         self.email = email
         self.max_backoff = max(max_backoff, interval)
         self.max_pending = max_pending
+        self.max_pending_age = max_pending_age
         if state is None:
             state = WatchState(watermark=to_epoch_ms(since))
         elif since is not None:
@@ -125,6 +128,11 @@ class Watcher:
         """One walk from page 1 down to the watermark (or the oldest pending work)."""
         state = self.state
         watermark = state.watermark or 0
+        # A work that never succeeds (failed, deleted) must not keep every poll walking deep.
+        too_old = watermark - int(self.max_pending_age * 1000)
+        for stale_id in [w for w, created in state.pending.items() if created < too_old]:
+            del state.pending[stale_id]
+            log.debug("watch: gave up on pending work %d (older than max_pending_age)", stale_id)
         floor = min([watermark, *state.pending.values()])
         delivered = set(state.delivered)
         seen_now: dict[int, int] = {}  # new works of this poll: id -> create_time
@@ -145,7 +153,11 @@ class Watcher:
                             del state.pending[wid]
                             yield work
                         continue
-                    if created <= watermark or wid in delivered:
+                    if created <= watermark:
+                        continue
+                    if wid in delivered:
+                        # Handled by an earlier, interrupted poll: the watermark must cover it.
+                        seen_now[wid] = created
                         continue
                     delivered.add(wid)
                     seen_now[wid] = created

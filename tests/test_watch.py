@@ -191,3 +191,54 @@ def test_state_round_trip_and_arguments() -> None:
         kling.watch_works(since=1, state=state)
     with pytest.raises(ValueError, match="interval"):
         kling.watch_works(interval=0)
+
+
+async def test_restart_mid_poll_repeats_nothing() -> None:
+    """A bot stopped after one work of a poll, restarted from its state, repeats nothing."""
+    async with FakeKlingServer(tasks=50, seed=3) as server, session(server) as kling:
+        start = server.library.page(1, 1)["history"][0]["works"][0]["createTime"]
+        server.insert_tasks(6, content_type="video")
+        first = kling.watch_works(interval=0.01, page_size=2, since=start)
+        got = await take(first, 1)
+        saved = first.state.to_json()
+        await first.aclose()
+        watch = Collector(
+            kling.watch_works(interval=0.01, page_size=2, state=WatchState.from_json(saved))
+        )
+        got += await watch.polls(3)
+        await watch.stop()
+        counts = Counter(w.work_id for w in got)
+        assert max(counts.values()) == 1 and set(counts) == succeeded_ids_newer_than(server, start)
+
+
+async def test_transient_error_mid_poll_repeats_nothing() -> None:
+    """A 503 in the middle of a poll: the next poll neither repeats nor misses a work."""
+    async with (
+        FakeKlingServer(tasks=50, seed=3) as server,
+        session(server, max_retries=0) as kling,
+    ):
+        start = server.library.page(1, 1)["history"][0]["works"][0]["createTime"]
+        server.insert_tasks(6, content_type="video")
+        server.faults = Faults(at={2: "503"})
+        watch = Collector(kling.watch_works(interval=0.01, page_size=2, since=start))
+        await watch.polls(4)
+        await watch.stop()
+        counts = Counter(w.work_id for w in watch.works)
+        assert server.stats.faults["503"] == 1
+        assert max(counts.values()) == 1 and set(counts) == succeeded_ids_newer_than(server, start)
+
+
+async def test_pending_work_that_never_succeeds_is_given_up() -> None:
+    """A held-back work older than max_pending_age is dropped, so polls stop walking to it."""
+    async with FakeKlingServer(tasks=50) as server, session(server) as kling:
+        watch = Collector(kling.watch_works(interval=0.01, max_pending_age=3600))
+        await watch.polls(1)
+        stuck = server.insert_tasks(1, content_type="video", pending=True)
+        await watch.polls(2)
+        assert set(watch.watcher.state.pending) == set(stuck)
+        # New works keep arriving; the create times move on past the age limit.
+        created = server.library.page(1, 1)["history"][0]["works"][0]["createTime"]
+        watch.watcher.state.watermark = created + 3_600_001
+        await watch.polls(2)
+        await watch.stop()
+        assert watch.watcher.state.pending == {}
