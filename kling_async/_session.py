@@ -106,7 +106,6 @@ class KlingSession:
         self._headers = _http.request_headers(token)
         self._plain_headers = {"User-Agent": _http.USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._timeout_s = timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -221,7 +220,7 @@ class KlingSession:
                 return resp.status, resp.headers, body
         except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
             raise TransportError(
-                f"no complete response within {self._timeout_s:g} s from {url}"
+                f"no complete response within {self._timeout.total:g} s from {url}"
             ) from exc
         except aiohttp.ClientResponseError as exc:
             # Its request_info holds the request headers, token included: neither chain it
