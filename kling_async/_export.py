@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 CHECKPOINT_SUFFIX: Final = ".checkpoint.json"
-STATE_VERSION: Final = 1
+#: 2: the walk's checkpoint finds its place by ids (kling-async 0.2).
+STATE_VERSION: Final = 2
 DEFAULT_PAGE_SIZE: Final = 40
 #: The most download failures reported one by one; the rest are only counted.
 MAX_REPORTED_FAILURES: Final = 20
@@ -92,6 +93,11 @@ class ExportState(msgspec.Struct, kw_only=True):
     walk: WalkCheckpoint
 
 
+class _Version(msgspec.Struct):
+    version: int = 1
+
+
+_VERSION_DECODER: Final = msgspec.json.Decoder(_Version)
 _STATE_DECODER: Final = msgspec.json.Decoder(ExportState)
 _STATE_ENCODER: Final = msgspec.json.Encoder()
 _WORK_DECODER: Final = msgspec.json.Decoder(Work)
@@ -166,11 +172,21 @@ def load_state(path: Path) -> ExportState | None:
     except OSError as exc:
         raise ExportUsageError(f"cannot read the checkpoint {path}: {exc.strerror}") from None
     try:
-        state = _STATE_DECODER.decode(data)
+        version = _VERSION_DECODER.decode(data).version
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ExportUsageError(f"unreadable checkpoint {path}: {exc}") from None
-    if state.version != STATE_VERSION:
-        raise ExportUsageError(f"checkpoint {path} has format {state.version}, not {STATE_VERSION}")
+    if version != STATE_VERSION:
+        raise ExportUsageError(
+            f"checkpoint {path} has format {version}, not {STATE_VERSION} (written by another "
+            "kling-async version): start the export again with --force"
+        )
+    try:
+        state = _STATE_DECODER.decode(data)
+        if state.out_bytes < 0 or state.works < 0:
+            raise ValueError("negative out_bytes or works")
+        state.walk.validate()
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise ExportUsageError(f"damaged checkpoint {path}: {exc}") from None
     return state
 
 

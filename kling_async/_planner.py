@@ -629,7 +629,10 @@ class Planner(Generic[P]):
             elif s.answer.n_entries == 0 and (end_at is None or p < end_at):
                 end_at = p
         buffered = len(self._pages) - in_flight
-        while in_flight < depth and buffered < 4 * depth:
+        # Pipelined, pages received wait in a buffer for their proof while more go out; one
+        # page at a time, the next is asked only once the last is handed out.
+        pipelining = self._pipelining()
+        while in_flight < depth and (buffered < 4 * depth if pipelining else not buffered):
             if self.max_pages is not None and self._page_requests >= self.max_pages:
                 break
             page_num = max(self._next_emit, self._delivered + 1)
@@ -640,8 +643,16 @@ class Planner(Generic[P]):
             self._pages[page_num] = slot
             self._next_emit = page_num + 1
             in_flight += 1
-        if self._probe is not None or (self._delivered < self._solo_until and in_flight):
-            return  # (pages asked again one right after the other: nothing in between)
+        if self._probe is not None:
+            return
+        if self._delivered < self._solo_until:
+            # Pages asked one right after the other: nothing in between, unless waiting on
+            # a probe is all that is left.
+            nxt = self._pages.get(self._delivered + 1)
+            if in_flight or nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
+                return
+            self._emit(1, 1, probe=True)
+            return
         if self._repipeline:
             self._emit(1, 1, probe=True)
         elif self._need_hi:

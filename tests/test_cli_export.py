@@ -216,8 +216,12 @@ async def test_kill_9_mid_walk_then_resume(tmp_path: Path, inserted: int) -> Non
             server.insert_tasks(inserted)
         code, _, err = await run_process(*export_args(server, str(out), "--resume"))
         assert code == 0, err
-        assert server.stats.pages[0] > 1  # continued, not restarted
-        assert 1 not in server.stats.pages
+        stats = server.stats
+        assert stats.pages[0] > 1  # continued, not restarted
+        # Page 1 only as a head probe (one entry), never as a page of works.
+        assert all(p > 1 or n == 1 for p, n in zip(stats.pages, stats.page_sizes, strict=True)), (
+            list(zip(stats.pages, stats.page_sizes, strict=True))
+        )
     assert read_jsonl(out) == expected
     assert TOKEN not in err
 
@@ -260,10 +264,12 @@ def test_resume_drops_a_partial_line_and_unsaved_page(tmp_path: Path) -> None:
         lines = out.read_bytes().splitlines(keepends=True)
         kept = b"".join(lines[: len(first3)])
         state.out_bytes, state.works, state.finished = len(kept), len(first3), False
+        page3 = [w["workId"] for h in server.library.page(3, 10)["history"] for w in h["works"]]
         state.walk = WalkCheckpoint(
-            next_page=4,
+            next_page=3,
             page_size=10,
-            oldest_create_time=min(w["createTime"] for w in first3),
+            size_proven=True,
+            anchor_ids=page3,
             recent_ids=[w["workId"] for w in first3],
             works=len(first3),
         )
@@ -271,7 +277,7 @@ def test_resume_drops_a_partial_line_and_unsaved_page(tmp_path: Path) -> None:
         out.write_bytes(kept + lines[len(first3)] + lines[len(first3) + 1][:17])
         server.reset_stats()
         assert cli.main(export_args(server, str(out), "-q", "--resume")) == 0
-        assert server.stats.pages[0] == 4
+        assert server.stats.pages[0] == 3  # where its place is: page 3 ends with it
     assert read_jsonl(out) == expected
 
 
@@ -495,3 +501,33 @@ def test_format_helpers() -> None:
     assert format_bytes(5 * 1024**3) == "5.0 GiB"
     assert format_duration(1.25) == "1.2 s" and format_duration(75) == "1 min 15 s"
     assert format_duration(7500) == "2 h 5 min"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=1), "format 1, not 2"),
+        (lambda d: d["walk"].update(next_page=-5), "next_page -5 is below 1"),
+        (lambda d: d["walk"].update(page_size="forty"), "damaged checkpoint"),
+    ],
+    ids=["old-format", "next-page-negative", "wrong-type"],
+)
+def test_a_foreign_or_damaged_checkpoint_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, message: str
+) -> None:
+    """--resume on a checkpoint of another format, or edited by hand: exit 2, one line, OUT
+    untouched."""
+    out = tmp_path / "w.jsonl"
+    with FakeKlingServer(tasks=30, token=TOKEN, seed=2) as server:
+        assert cli.main(export_args(server, str(out), "-q", "--page-size", "10")) == 0
+        ckpt = checkpoint_path(out)
+        data = msgspec.json.decode(ckpt.read_bytes())
+        data["finished"] = False
+        edit(data)
+        ckpt.write_bytes(msgspec.json.encode(data))
+        before = out.read_bytes()
+        capsys.readouterr()
+        assert cli.main(export_args(server, str(out), "-q", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out.read_bytes() == before

@@ -31,11 +31,22 @@ PROMPT = 0.5  # seconds from task.cancel() to CancelledError: the bound the issu
 SOON = 5.0  # generous bound for the server to see a hang-up, never reached when healthy
 
 
+PAGE = 2  # entries per page the scripted server serves, and the size the walks ask
+
+
+def ahead(prefetch: int) -> int:
+    """Pages a walk keeps in flight while its consumer holds a page: none without prefetch
+    (the next page is asked when the consumer wants it), else the prefetch depth plus the
+    page that takes over when one is answered."""
+    return prefetch + 1 if prefetch else 0
+
+
 @dataclass
 class Tracker:
-    """What the server saw: requests by page and handlers still running."""
+    """What the server saw: requests by page (head probes apart) and handlers running."""
 
     pages: list[int] = field(default_factory=list)
+    probes: int = 0
     in_flight: int = 0
 
     @property
@@ -51,7 +62,11 @@ def slow_api(
 
     async def handler(request: web.Request) -> web.Response:
         page = int(request.query.get("pageNum", "1"))
-        tracker.pages.append(page)
+        probe = request.query.get("pageSize") == "1"
+        if probe:
+            tracker.probes += 1
+        else:
+            tracker.pages.append(page)
         tracker.in_flight += 1
         try:
             if page > fast_pages:
@@ -61,7 +76,7 @@ def slow_api(
                     )
                 await asyncio.sleep(LONG)
             return web.Response(
-                body=make_page(page, 2, total_pages=50), content_type="application/json"
+                body=make_page(page, PAGE, total_pages=50), content_type="application/json"
             )
         finally:
             tracker.in_flight -= 1
@@ -139,16 +154,16 @@ async def test_break_out_of_iter_works_with_aclosing(scripted: Scripted, prefetc
     """Breaking out (aclosing) cancels the prefetched requests before the block ends."""
     tracker = slow_api(scripted, fast_pages=1)
     async with session(scripted) as kling:
-        async with aclosing(kling.iter_works(prefetch=prefetch)) as works:
+        async with aclosing(kling.iter_works(page_size=PAGE, prefetch=prefetch)) as works:
             async for _ in works:
-                await eventually(lambda: tracker.in_flight == prefetch, "prefetch in flight")
-                assert len(client_tasks()) == prefetch  # the filter sees the page requests
+                await eventually(lambda: tracker.in_flight == ahead(prefetch), "prefetch in flight")
+                assert len(client_tasks()) == ahead(prefetch)  # the filter sees the requests
                 break
         assert client_tasks() == []
         await assert_all_released(tracker, kling.http.connector)
         # Still usable, and nothing was asked twice.
-        assert (await kling.get_assets(page_num=1)).history
-    assert Counter(tracker.pages[:-1]) == Counter(range(1, prefetch + 2))
+        assert (await kling.get_assets(page_num=1, page_size=PAGE)).history
+    assert Counter(tracker.pages[:-1]) == Counter(range(1, ahead(prefetch) + 2))
 
 
 @pytest.mark.parametrize("prefetch", [0, 4])
@@ -156,11 +171,11 @@ async def test_break_out_of_iter_works_plain(scripted: Scripted, prefetch: int) 
     """A plain break (no aclosing): the dropped generator cancels its requests soon after."""
     tracker = slow_api(scripted, fast_pages=1)
     async with session(scripted) as kling:
-        async for _ in kling.iter_works(prefetch=prefetch):
-            await eventually(lambda: tracker.in_flight == prefetch, "prefetch in flight")
+        async for _ in kling.iter_works(page_size=PAGE, prefetch=prefetch):
+            await eventually(lambda: tracker.in_flight == ahead(prefetch), "prefetch in flight")
             break
         await assert_all_released(tracker, kling.http.connector)
-    assert Counter(tracker.pages) == Counter(range(1, prefetch + 2))
+    assert Counter(tracker.pages) == Counter(range(1, ahead(prefetch) + 2))
 
 
 # -- cancelling a task ---------------------------------------------------------------------
@@ -187,7 +202,7 @@ async def test_cancel_walk_mid_request(scripted: Scripted, prefetch: int) -> Non
     async with session(scripted) as kling:
 
         async def consume() -> None:
-            async for work in kling.iter_works(prefetch=prefetch):
+            async for work in kling.iter_works(page_size=PAGE, prefetch=prefetch):
                 got.append(work)
 
         task = asyncio.create_task(consume())
@@ -196,7 +211,7 @@ async def test_cancel_walk_mid_request(scripted: Scripted, prefetch: int) -> Non
         await cancel_promptly(task)
         await assert_all_released(tracker, kling.http.connector)
         await asyncio.sleep(0.2)
-    assert len(got) == 2
+    assert len(got) == PAGE
     assert Counter(tracker.pages) == Counter(range(1, prefetch + 3))
 
 
@@ -219,19 +234,19 @@ async def test_cancel_walk_mid_shared_retry_sleep(scripted: Scripted) -> None:
     async with session(scripted) as kling:
 
         async def consume() -> None:
-            async for _ in kling.iter_works(prefetch=4):
+            async for _ in kling.iter_works(page_size=PAGE, prefetch=4):
                 pass
 
         task = asyncio.create_task(consume())
         await eventually(
-            lambda: tracker.requests >= 5 and tracker.in_flight == 0, "page 1 and the 429s"
+            lambda: tracker.requests >= 6 and tracker.in_flight == 0, "page 1 and the 429s"
         )
         await asyncio.sleep(0.05)
         await cancel_promptly(task)
         await assert_all_released(tracker, kling.http.connector)
         await asyncio.sleep(0.2)
-    # Pages 2-5 got a 429 (page 6 may still have been waiting): none was asked again.
-    assert set(tracker.pages) >= {1, 2, 3, 4, 5}
+    # Pages 2-6 got a 429: none was asked again.
+    assert set(tracker.pages) >= {1, 2, 3, 4, 5, 6}
     assert max(Counter(tracker.pages).values()) == 1
 
 
@@ -246,7 +261,7 @@ async def test_leave_async_with_while_prefetching(scripted: Scripted) -> None:
     async def consume() -> None:
         async with session(scripted) as kling:
             connectors.append(kling.http.connector)
-            async for _ in kling.iter_works(prefetch=4):
+            async for _ in kling.iter_works(page_size=PAGE, prefetch=4):
                 pass
 
     task = asyncio.create_task(consume())
@@ -265,13 +280,13 @@ async def test_cancel_consumer_busy_between_works(scripted: Scripted) -> None:
     async def consume() -> None:
         async with session(scripted) as kling:
             connectors.append(kling.http.connector)
-            async for _ in kling.iter_works(prefetch=4):
+            async for _ in kling.iter_works(page_size=PAGE, prefetch=4):
                 busy.set()
                 await asyncio.sleep(LONG)
 
     task = asyncio.create_task(consume())
     await busy.wait()
-    await eventually(lambda: tracker.in_flight == 4, "pages 2-5 in flight")
+    await eventually(lambda: tracker.in_flight == 5, "pages 2-6 in flight")
     await cancel_promptly(task)
     await assert_all_released(tracker, connectors[0], scripted)
 
@@ -283,7 +298,7 @@ async def test_close_session_while_prefetching(scripted: Scripted) -> None:
     connector = kling.http.connector
 
     async def consume() -> None:
-        async for _ in kling.iter_works(prefetch=4):
+        async for _ in kling.iter_works(page_size=PAGE, prefetch=4):
             pass
 
     task = asyncio.create_task(consume())

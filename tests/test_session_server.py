@@ -56,7 +56,7 @@ async def test_iter_pages_from_start_page(scripted: Scripted) -> None:
     """iter_pages yields decoded pages from start_page on."""
     scripted.handle(pages(total_pages=4))
     async with fast(scripted) as kling:
-        got = [p async for p in kling.iter_pages(start_page=3)]
+        got = [p async for p in kling.iter_pages(start_page=3, page_size=2)]
     assert [p.history[0].task.id for p in got if p.history[0].task] == [3000, 4000]
     assert [r.query["pageNum"] for r in scripted.requests] == ["3", "4", "5"]
 
@@ -241,7 +241,7 @@ async def test_walk_retries_same_page_never_restarts(scripted: Scripted) -> None
 
     scripted.handle(handler)
     async with fast(scripted) as kling:
-        works = [w async for w in kling.iter_works()]
+        works = [w async for w in kling.iter_works(page_size=2)]
     assert len(works) == 6
     assert seen == ["1", "2", "2", "3", "4"]
 

@@ -68,14 +68,16 @@ async def test_prefetch_stops_at_empty_page() -> None:
         async with session(server) as kling:
             walk = kling.walk(page_size=50, prefetch=4)
             pages = [b.page_num async for b in walk]
-            assert walk_tasks() == []  # pages 4 and 5 were cancelled with the walk
+            assert walk_tasks() == []  # pages in flight past the end were cancelled
         assert pages == [1, 2]
         assert walk.finished
-        # Pages 1..5 went out together. The empty page 3 was built while page 2 was still in
-        # flight (and carries no server time), so it is asked once more after page 2: then
-        # the walk ends, with nothing asked beyond it.
-        assert sorted(server.stats.pages) == [1, 2, 3, 3, 4, 5]
-        assert walk.stats.refetches == 1
+        # Page 1 alone (it shows the head of the list), then pages 2-6 together; head probes
+        # (page 1 of size 1) prove that 2 and the empty 3 saw the same list.
+        asked = Counter(server.stats.pages)
+        asked[1] -= walk.stats.probes
+        assert set(asked.values()) == {1}  # each page once
+        assert max(asked) <= 7  # page 2 answered, one more went out: nothing beyond
+        assert walk.stats.probes >= 1 and walk.stats.refetches == 0
 
 
 async def test_max_items_no_request_beyond_need_with_prefetch() -> None:
@@ -88,24 +90,25 @@ async def test_max_items_no_request_beyond_need_with_prefetch() -> None:
 
 
 async def test_max_pages_bounds_the_walk() -> None:
-    """max_pages asks for at most that many pages."""
+    """max_pages asks for at most that many pages (head probes aside)."""
     async with FakeKlingServer(tasks=1000) as server:
         async with session(server) as kling:
-            pages = [p async for p in kling.iter_pages(page_size=10, max_pages=3, prefetch=2)]
-        assert len(pages) == 3 and server.stats.requests == 3
+            walk = kling.walk(page_size=10, max_pages=3, prefetch=2)
+            pages = [b async for b in walk]
+        assert len(pages) == 3 and server.stats.requests == 3 + walk.stats.probes
 
 
 async def test_cancel_mid_prefetch_is_prompt_and_clean() -> None:
     """Cancelling a prefetching walk raises CancelledError promptly and leaves no task."""
-    async with FakeKlingServer(tasks=1000, latency=2.0) as server, session(server) as kling:
+    async with FakeKlingServer(tasks=1000, latency=0.3) as server, session(server) as kling:
 
         async def consume() -> None:
             async for _ in kling.iter_works(prefetch=4):
                 pass
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)
-        assert server.stats.in_flight == 5
+        while server.stats.in_flight < 5:  # page 1 alone, then five together
+            await asyncio.sleep(0.05)
         started = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -142,7 +145,9 @@ async def test_shared_backoff_slows_every_request(scripted: Scripted) -> None:
         works = [w async for w in kling.iter_works(page_size=2, prefetch=2)]
     assert len(works) == 16
     limit_at = next(t for p, t in arrivals if p == "3")
-    after = [(p, t - limit_at) for p, t in arrivals if t > limit_at]
+    # Requests already on their way when the 429 was answered arrive within milliseconds;
+    # none is sent during the 0.4 s the server asked for.
+    after = [(p, t - limit_at) for p, t in arrivals if t - limit_at > 0.05]
     assert after, "requests after the 429"
     assert all(dt >= 0.39 for _, dt in after), after
 
@@ -160,8 +165,6 @@ async def test_exactly_once_under_head_inserts(prefetch: int) -> None:
         assert max(counts.values()) == 1
         assert set(before) <= set(counts)
         assert walk.stats.duplicates > 0  # the drift really happened
-        if prefetch:
-            assert walk.stats.refetches >= 1  # at least the final empty page, asked again
 
 
 async def test_exactly_once_with_out_of_order_answers(scripted: Scripted) -> None:
@@ -197,18 +200,35 @@ async def test_exactly_once_with_out_of_order_answers(scripted: Scripted) -> Non
 
 
 async def test_runaway_guard_same_page_forever(scripted: Scripted) -> None:
-    """A server that ignores pageNum trips WalkStalledError instead of looping forever."""
+    """A server that ignores pageNum (a full first page served again for page 2) trips
+    WalkStalledError instead of looping forever."""
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=make_page(1, 3), content_type="application/json")
 
     scripted.handle(handler)
     async with KlingSession(TOKEN, base_url=scripted.base_url, **FAST) as kling:  # type: ignore[arg-type]
-        with pytest.raises(WalkStalledError, match="page 4") as info:
-            async for _ in kling.iter_works(max_stale_pages=3):
+        with pytest.raises(WalkStalledError, match="page 2") as info:
+            async for _ in kling.iter_works(page_size=3, max_stale_pages=3):
                 pass
-    assert info.value.stale_pages == 3
-    assert len(scripted.requests) == 4
+    assert info.value.page_num == 2
+    assert len(scripted.requests) < 10
+
+
+async def test_short_page_served_again_is_the_end(scripted: Scripted) -> None:
+    """A proxy answering past the end with the (short) last page again: the walk just ends."""
+
+    async def handler(request: web.Request) -> web.Response:
+        page = min(int(request.query["pageNum"]), 3)
+        size = int(request.query["pageSize"])
+        body = make_page(page, size if page < 3 else 1, total_pages=3)
+        return web.Response(body=body, content_type="application/json")
+
+    scripted.handle(handler)
+    async with KlingSession(TOKEN, base_url=scripted.base_url, **FAST) as kling:  # type: ignore[arg-type]
+        walk = kling.walk(page_size=3, prefetch=2)
+        got = [w.work_id async for b in walk for w in b.works]
+    assert len(got) == 7 and len(set(got)) == 7 and walk.finished
 
 
 async def test_runaway_guard_arrivals_faster_than_a_page_per_request() -> None:
@@ -269,7 +289,10 @@ async def test_checkpoint_resume_exactly_once_across_inserts() -> None:
             second = [w.work_id async for b in resumed for w in b.works]
         assert resumed.finished
         assert sorted(first + second) == sorted(before)
-        assert server.stats.pages[3] == 4  # resumed at page 4, not page 1
+        # Resumed where its place was (page 3), read on to find it again past the arrivals:
+        # about one page per page_size works that arrived, not from page 1.
+        assert server.stats.pages[3] == 3
+        assert resumed.stats.pages <= (600 + 130) // 40 - 3 + 6
 
 
 async def test_raw_works_are_lossless() -> None:

@@ -13,7 +13,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._server import FAULT_KINDS, FakeKlingServer, Faults
+from ._library import OFFSET_MODES, PAST_END_MODES
+from ._server import CLOCK_MODES, FAULT_KINDS, FakeKlingServer, Faults
 
 __all__ = ["add_arguments", "main", "serve"]
 
@@ -55,6 +56,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file-size", type=int, default=4096, help="bytes per CDN file (default: %(default)s)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=CLOCK_MODES,
+        default="library",
+        help="how currentTimestamp is stamped (undocumented by the API; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--page-size-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve at most N entries per page, whatever pageSize asks",
+    )
+    parser.add_argument(
+        "--cap-offsets",
+        choices=OFFSET_MODES,
+        default="served",
+        help="with a cap, count offsets by the size served or asked (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--past-end",
+        choices=PAST_END_MODES,
+        default="empty",
+        help="a page past the end: empty, or the last page again (default: %(default)s)",
+    )
 
 
 def _build(args: argparse.Namespace) -> FakeKlingServer:
@@ -70,6 +96,10 @@ def _build(args: argparse.Namespace) -> FakeKlingServer:
         host=args.host,
         port=args.port,
         cdn_port=args.cdn_port,
+        clock=args.clock,
+        page_size_cap=args.page_size_cap,
+        cap_offsets=args.cap_offsets,
+        past_end=args.past_end,
     )
 
 

@@ -20,7 +20,15 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["CONTENT_TYPES", "FILE_TYPES", "ID_RANGE", "FakeLibrary", "default_id_base"]
+__all__ = [
+    "CONTENT_TYPES",
+    "FILE_TYPES",
+    "ID_RANGE",
+    "OFFSET_MODES",
+    "PAST_END_MODES",
+    "FakeLibrary",
+    "default_id_base",
+]
 
 CONTENT_TYPES: Final = ("video", "image", "audio")
 """The values of the ``contentType`` filter."""
@@ -30,6 +38,19 @@ FILE_TYPES: Final = {"video": ("MP4",), "image": ("PNG",), "audio": ("MP3", "WAV
 
 ID_RANGE: Final = 10**9
 """Ids reserved per library: ``id_base .. id_base + ID_RANGE - 1``."""
+
+OFFSET_MODES: Final = ("served", "asked")
+"""How a server that caps the page size counts offsets: by the size served or asked."""
+
+PAST_END_MODES: Final = ("empty", "repeat")
+"""What a page past the end holds: an empty history, or the last page again."""
+
+
+class _Unset:
+    """The default of an optional argument whose ``None`` means something."""
+
+
+_UNSET: Final = _Unset()
 
 _M64: Final = (1 << 64) - 1
 _ID_SPAN: Final = 8  # ids per task: the task id, then up to 7 work ids
@@ -476,15 +497,47 @@ class FakeLibrary:
         return result
 
     def page_bytes(
-        self, page_num: int = 1, page_size: int = 40, content_type: str | None = None
+        self,
+        page_num: int = 1,
+        page_size: int = 40,
+        content_type: str | None = None,
+        *,
+        cap: int | None = None,
+        offsets: str = "served",
+        past_end: str = "empty",
+        clock: int | _Unset | None = _UNSET,
     ) -> bytes:
-        """Like :meth:`page`, as the JSON bytes the fake server sends (msgspec-encoded)."""
+        """Like :meth:`page`, as the JSON bytes the fake server sends (msgspec-encoded).
+
+        Args:
+            cap: Serve at most this many entries per page (the API documents no maximum).
+            offsets: With ``cap``, count offsets by the size ``"served"`` or ``"asked"``
+                (then the rest of each asked page is never served).
+            past_end: ``"empty"`` (as documented) or ``"repeat"`` (serve the last page
+                again, as a proxy might).
+            clock: ``currentTimestamp`` of every entry; ``None`` leaves it out. By default,
+                a minute after the newest work.
+        """
         if page_num < 1 or page_size < 1:
             raise ValueError("page_num and page_size must be >= 1")
+        if offsets not in OFFSET_MODES:
+            raise ValueError(f"offsets must be one of {OFFSET_MODES}, got {offsets!r}")
+        if past_end not in PAST_END_MODES:
+            raise ValueError(f"past_end must be one of {PAST_END_MODES}, got {past_end!r}")
         _check_content_type(content_type)
+        served = min(page_size, cap) if cap else page_size
+        step = served if offsets == "served" else page_size
         with self._lock:
-            serials = self._serials((page_num - 1) * page_size, page_size, content_type)
-            now = self._create_time(max(self._next_serial - 1, 0)) + _STEP_MS
+            serials = self._serials((page_num - 1) * step, served, content_type)
+            if not serials and past_end == "repeat" and page_num > 1:
+                total = self.count(content_type)
+                if total:
+                    last = (total - 1) // step * step
+                    serials = self._serials(last, served, content_type)
+            if isinstance(clock, _Unset):
+                now: int | None = self._create_time(max(self._next_serial - 1, 0)) + _STEP_MS
+            else:
+                now = clock
             history = [self._entry(s, now) for s in serials]
         return self._encoder.encode(self._envelope(history))
 
@@ -537,7 +590,7 @@ class FakeLibrary:
         name = "video" if kind == "m2v_audio_gen" else "input"
         return [{"name": name, "inputType": "URL", **extra}]
 
-    def _entry(self, serial: int, now: int) -> dict[str, Any]:
+    def _entry(self, serial: int, now: int | None) -> dict[str, Any]:
         h = _mix(self._key + serial)
         h2 = _mix(h)
         ct = self._serial_type(serial)
@@ -664,7 +717,7 @@ class FakeLibrary:
         updated = created + 60_000 + (h2 >> 12) % 240_000
         viewed = not running and (h >> 3) & 3 != 0
         eta = 30 + (h2 >> 4) % 300 if running else 0
-        return {
+        entry = {
             "works": works,
             "task": {
                 "id": task_id,
@@ -687,6 +740,9 @@ class FakeLibrary:
             "originQueuingEtaTime": eta // 3,
             "currentTimestamp": now,
         }
+        if now is None:
+            del entry["currentTimestamp"]
+        return entry
 
     def _envelope(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         k = self._key

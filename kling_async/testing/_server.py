@@ -8,6 +8,7 @@ import io
 import random
 import re
 import threading
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,9 +20,31 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ._library import CONTENT_TYPES, FILE_TYPES, FakeLibrary, default_id_base
+from ._library import (
+    CONTENT_TYPES,
+    FILE_TYPES,
+    OFFSET_MODES,
+    PAST_END_MODES,
+    FakeLibrary,
+    default_id_base,
+)
 
-__all__ = ["FAULT_KINDS", "FakeKlingServer", "FakeStats", "Faults"]
+__all__ = ["CLOCK_MODES", "FAULT_KINDS", "FakeKlingServer", "FakeStats", "Faults"]
+
+CLOCK_MODES: Final = (
+    "library",
+    "honest",
+    "absent",
+    "constant",
+    "coarse",
+    "backwards",
+    "skewed",
+)
+"""How the server stamps ``currentTimestamp`` (undocumented: a client must not rely on it):
+``"library"`` a minute after the newest work, ``"honest"`` the wall clock in ms,
+``"absent"`` no field, ``"constant"`` the same value always, ``"coarse"`` the wall clock
+rounded down to the second, ``"backwards"`` earlier with every request, ``"skewed"`` two
+backends taking turns, one 5 s ahead."""
 
 FAULT_KINDS: Final = (
     "429",
@@ -117,6 +140,7 @@ class FakeStats:
     Attributes:
         requests: ``GET /assets/`` requests received (faulty ones included).
         pages: ``pageNum`` of each assets request, in arrival order (valid ones only).
+        page_sizes: ``pageSize`` of the same requests (40 when not given, 0 when invalid).
         statuses: complete API responses (assets and download) by status code; a ``"drop"``
             is not a complete response.
         faults: faults served, by kind.
@@ -131,6 +155,7 @@ class FakeStats:
 
     requests: int = 0
     pages: list[int] = field(default_factory=list)
+    page_sizes: list[int] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     downloads: int = 0
@@ -144,6 +169,7 @@ class FakeStats:
         """Zero every counter (``in_flight`` keeps counting requests still in progress)."""
         self.requests = 0
         self.pages = []
+        self.page_sizes = []
         self.statuses = Counter()
         self.faults = Counter()
         self.downloads = 0
@@ -207,6 +233,13 @@ class FakeKlingServer:
         port: API port; 0 picks a free one.
         cdn_port: CDN port; 0 picks a free one.
         shutdown_timeout: seconds :meth:`close` waits for handlers still running.
+        clock: how ``currentTimestamp`` is stamped, one of :data:`CLOCK_MODES`
+            (``server.clock``).
+        page_size_cap: serve at most this many history entries per page, whatever
+            ``pageSize`` asks (``server.page_size_cap``; None: no cap).
+        cap_offsets: with a cap, count offsets by the size ``"served"`` or ``"asked"``.
+        past_end: a page past the end is ``"empty"`` (as documented) or ``"repeat"``s the
+            last page, as a proxy might (``server.past_end``).
 
     Example:
         >>> async with FakeKlingServer(tasks=1000, token="test-token") as server:
@@ -228,7 +261,23 @@ class FakeKlingServer:
         port: int = 0,
         cdn_port: int = 0,
         shutdown_timeout: float = 0.25,
+        clock: str = "library",
+        page_size_cap: int | None = None,
+        cap_offsets: str = "served",
+        past_end: str = "empty",
     ) -> None:
+        if clock not in CLOCK_MODES:
+            raise ValueError(f"unknown clock {clock!r}; use one of {CLOCK_MODES}")
+        if page_size_cap is not None and page_size_cap < 1:
+            raise ValueError(f"page_size_cap must be >= 1, got {page_size_cap}")
+        if cap_offsets not in OFFSET_MODES:
+            raise ValueError(f"cap_offsets must be one of {OFFSET_MODES}, got {cap_offsets!r}")
+        if past_end not in PAST_END_MODES:
+            raise ValueError(f"past_end must be one of {PAST_END_MODES}, got {past_end!r}")
+        self.clock = clock
+        self.page_size_cap = page_size_cap
+        self.cap_offsets = cap_offsets
+        self.past_end = past_end
         if isinstance(emails, str):
             raise TypeError("emails must be a sequence of strings, not a string")
         self.token = token
@@ -545,7 +594,33 @@ class FakeKlingServer:
             library = self._account(query.get("email"))
         except _BadRequest:
             return 400, b'{"error":"Invalid parameters"}'
-        return 200, library.page_bytes(page_num, page_size, content_type)
+        return 200, library.page_bytes(
+            page_num,
+            page_size,
+            content_type,
+            cap=self.page_size_cap,
+            offsets=self.cap_offsets,
+            past_end=self.past_end,
+            **self._clock_stamp(),
+        )
+
+    def _clock_stamp(self) -> dict[str, int | None]:
+        """The ``clock`` argument of page_bytes for this request (none: the library's)."""
+        mode = self.clock
+        if mode == "library":
+            return {}
+        now = int(time.time() * 1000)
+        if mode == "absent":
+            return {"clock": None}
+        if mode == "constant":
+            return {"clock": 1_744_858_514_499}
+        if mode == "coarse":
+            return {"clock": now // 1000 * 1000}
+        if mode == "backwards":
+            return {"clock": 1_744_858_514_499 - 1000 * self.stats.requests}
+        if mode == "skewed":
+            return {"clock": now + (5000 if self.stats.requests % 2 else 0)}
+        return {"clock": now}
 
     async def _handle_assets(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
@@ -553,10 +628,13 @@ class FakeKlingServer:
         number = stats.requests
         stats.last_headers = CIMultiDict(request.headers)
         raw_page = request.query.get("pageNum")
+        raw_size = request.query.get("pageSize") or "40"
         if raw_page is None or raw_page == "":
             stats.pages.append(1)
+            stats.page_sizes.append(int(raw_size) if _INT.fullmatch(raw_size) else 0)
         elif _INT.fullmatch(raw_page):
             stats.pages.append(int(raw_page))
+            stats.page_sizes.append(int(raw_size) if _INT.fullmatch(raw_size) else 0)
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
