@@ -18,7 +18,7 @@ from . import _http
 from ._retry import RetryState
 from ._walk import Walk, WalkCheckpoint
 from ._watch import Watcher, WatchState
-from .errors import DecodeError, TransportError
+from .errors import DecodeError, SessionClosedError, TransportError
 from .models import (
     ASSETS_PAGE_DECODER,
     DOWNLOAD_LINK_DECODER,
@@ -36,6 +36,21 @@ _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
 
 
+class _Pool:
+    """A connection pool opened for the calls running outside ``async with`` in one loop."""
+
+    __slots__ = ("http", "users")
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.users = 0
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class KlingSession:
     """An asyncio client for useapi.net's Kling assets API.
 
@@ -45,6 +60,12 @@ class KlingSession:
             async for work in kling.iter_works():
                 print(work.work_id, work.prompt)
 
+    Inside ``async with``, every call shares one connection pool, closed at the end of the
+    block. Outside it, each call (and each ``iter_works``/``iter_pages`` walk) opens its own
+    pool and closes it when it ends, so nothing leaks and the object is not tied to one event
+    loop. :meth:`close` ends every call, walk and watch still running with
+    :class:`~kling_async.SessionClosedError`.
+
     Args:
         token: The useapi.net API token; falls back to the ``USEAPI_TOKEN`` environment
             variable. It is sent only to ``base_url``'s origin and never appears in a log
@@ -53,8 +74,8 @@ class KlingSession:
             several Kling accounts; each call may override it.
         base_url: The API's base URL (point it at a :class:`kling_async.testing.FakeKlingServer`
             in tests).
-        session: An ``aiohttp.ClientSession`` to use. It is never closed by this object;
-            without one, the session creates (and closes) its own.
+        session: An ``aiohttp.ClientSession`` to use for every call. It is never closed by
+            this object; without one, the session opens (and closes) its own pools.
         timeout: Seconds allowed for each request, body included.
         max_retries: How many times a transient failure (429, 500, 502, 503, 504, connection
             errors, dropped bodies, timeouts) is retried before its error is raised.
@@ -110,8 +131,13 @@ class KlingSession:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_response_bytes = max_response_bytes
+        # The pool every call shares: the caller's session, or ours inside `async with`.
         self._session = session
         self._owns_session = session is None
+        # Pools of calls made outside `async with`, per event loop, closed by their last user.
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        # Sleeps (backoffs, watch intervals) that close() must cut short.
+        self._close_waiters: set[asyncio.Future[None]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -120,7 +146,9 @@ class KlingSession:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> KlingSession:
-        self._ensure_session()
+        self._check_open()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
         return self
 
     async def __aexit__(
@@ -132,25 +160,90 @@ class KlingSession:
         await self.close()
 
     async def close(self) -> None:
-        """Close the aiohttp session if this object created it. Safe to call twice."""
-        self._closed = True
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
+        """End every call, walk and watch of this session and close the pools it opened.
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
+        Whatever is still running, a request or a wait for a backoff, ends promptly with
+        :class:`~kling_async.SessionClosedError`; so does any later call. An
+        ``aiohttp.ClientSession`` passed as ``session=`` is left open (a request in flight on
+        it ends when it completes). Safe to call twice.
+        """
+        self._closed = True
+        for waiter in list(self._close_waiters):
+            _wake(waiter)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is a coroutine: a loop runs
+            loop = None
+        # Closing a pool breaks off the requests in flight on it; pools of another loop are
+        # closed by their own users, who find the session closed at their next step.
+        pools = [p.http for key, p in list(self._pools.items()) if key is loop]
+        if self._owns_session and self._session is not None:
+            pools.append(self._session)
+        for http in pools:
+            if not http.closed:
+                await http.close()
+
+    def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this KlingSession is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
+            raise SessionClosedError("this KlingSession is closed")
+        if self._session is not None and self._session.closed:
+            raise SessionClosedError("the aiohttp.ClientSession given to KlingSession is closed")
+
+    @asynccontextmanager
+    async def _pool(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The connection pool for one call: the shared one, else one opened for the calls
+        running outside ``async with`` in this loop, closed when the last of them ends."""
+        self._check_open()
+        if self._session is not None:
+            yield self._session
+            return
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or pool.http.closed:
+            pool = self._pools[loop] = _Pool(aiohttp.ClientSession())
+        pool.users += 1
+        try:
+            yield pool.http
+        finally:
+            pool.users -= 1
+            if pool.users == 0:
+                if self._pools.get(loop) is pool:
+                    del self._pools[loop]
+                await pool.http.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, unless :meth:`close` comes first: then raise SessionClosedError."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _wake, waiter)
+        self._close_waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._close_waiters.discard(waiter)
+        self._check_open()
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """The underlying ``aiohttp.ClientSession`` (for fetching CDN files).
+        """The shared ``aiohttp.ClientSession``: inside ``async with``, or the one given.
 
         It carries no default headers: the token is added per request, and only to the API.
+        To fetch CDN files, prefer :meth:`open_cdn`, which works outside ``async with`` too.
+
+        Raises:
+            RuntimeError: Outside ``async with`` without ``session=`` (each call then opens
+                its own pool: there is none to share).
+            SessionClosedError: The session is closed.
         """
-        return self._ensure_session()
+        self._check_open()
+        if self._session is None:
+            raise RuntimeError(
+                "KlingSession.http exists only inside `async with KlingSession(...)` or with "
+                "session=...; outside it each call opens and closes its own connection pool"
+            )
+        return self._session
 
     @property
     def base_url(self) -> str:
@@ -164,7 +257,7 @@ class KlingSession:
 
     def new_retry_state(self) -> RetryState:
         """A fresh backoff state with this session's settings (one per call or walk)."""
-        return RetryState(base=self.backoff_base, cap=self.backoff_cap)
+        return RetryState(base=self.backoff_base, cap=self.backoff_cap, sleep=self._sleep)
 
     # -- transport ------------------------------------------------------------------------
 
@@ -177,25 +270,29 @@ class KlingSession:
         With ``api``, ``Authorization`` goes to the hops on the API's origin and no other;
         without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
         """
-        http = self._ensure_session()
-        for _ in range(_MAX_REDIRECTS + 1):
-            if url.scheme not in ("http", "https") or not url.host:
-                raise TransportError(f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)")
-            on_api = api and url.origin() == self._origin
-            log.debug("GET %s", url)
-            async with http.get(
-                url,
-                headers=self._headers if on_api else self._plain_headers,
-                allow_redirects=False,
-                timeout=timeout or self._timeout,
-            ) as resp:
-                location = resp.headers.get("Location")
-                if resp.status in _REDIRECTS and location:
-                    url = url.join(URL(location))
-                    continue
-                yield resp
-                return
-        raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url.with_query(None)}")
+        async with self._pool() as http:
+            for _ in range(_MAX_REDIRECTS + 1):
+                if url.scheme not in ("http", "https") or not url.host:
+                    raise TransportError(
+                        f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)"
+                    )
+                on_api = api and url.origin() == self._origin
+                log.debug("GET %s", url)
+                async with http.get(
+                    url,
+                    headers=self._headers if on_api else self._plain_headers,
+                    allow_redirects=False,
+                    timeout=timeout or self._timeout,
+                ) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in _REDIRECTS and location:
+                        url = url.join(URL(location))
+                        continue
+                    yield resp
+                    return
+            raise TransportError(
+                f"more than {_MAX_REDIRECTS} redirects from {url.with_query(None)}"
+            )
 
     def open_cdn(
         self, url: str | URL, *, timeout: aiohttp.ClientTimeout | None = None
@@ -228,6 +325,9 @@ class KlingSession:
             reason = f"{type(exc).__name__} from {url}: {exc.message}"
         except aiohttp.ClientError as exc:
             raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
+        except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
+            self._check_open()
+            raise
         raise TransportError(reason) from None
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
@@ -255,6 +355,10 @@ class KlingSession:
         """
         retry = retry or self.new_retry_state()
         url = url.with_query(params)
+        async with self._pool():  # one pool for the retries of this call
+            return await self._get_bytes_retried(url, retry)
+
+    async def _get_bytes_retried(self, url: URL, retry: RetryState) -> tuple[bytes, str]:
         attempt = 0
         while True:
             await retry.wait()
@@ -262,6 +366,8 @@ class KlingSession:
             try:
                 status, headers, body = await self._send(url)
             except TransportError as exc:
+                # close() breaks off requests in flight: that is no failure to retry.
+                self._check_open()
                 error = exc
                 wait_hint = None
             else:
@@ -405,7 +511,8 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async with aclosing(walk.__aiter__()) as batches:
+        # One pool for the whole walk when outside `async with`.
+        async with self._pool(), aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 yield batch.page
 
@@ -459,7 +566,8 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async with aclosing(walk.__aiter__()) as batches:
+        # One pool for the whole walk when outside `async with`.
+        async with self._pool(), aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 for work in batch.works:
                     yield work
