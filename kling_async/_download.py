@@ -40,7 +40,7 @@ import aiohttp
 from yarl import URL
 
 from ._http import FILE_TYPES
-from .errors import KlingError, TransportError
+from .errors import KlingError, RedirectError, TransportError
 
 if TYPE_CHECKING:
     from ._session import KlingSession
@@ -395,14 +395,10 @@ class Downloader:
                         f"file of {length} bytes exceeds the {self.max_file_bytes} limit"
                     )
                 return await self._stream(resp, part)
-        except TransportError as exc:  # a redirect to a non-http(s) URL, or too many
+        except RedirectError as exc:  # a URL that is not usable http(s), or too many hops
             raise DownloadError(str(exc)) from None
-        except aiohttp.InvalidURL as exc:
-            raise DownloadError(f"unusable CDN URL: {exc}") from None
-        except (TimeoutError, asyncio.TimeoutError):  # distinct types before 3.11
-            raise _Transient(f"CDN timed out ({_where(url)})") from None
-        except aiohttp.ClientError as exc:
-            raise _Transient(f"{type(exc).__name__} from CDN ({_where(url)})") from None
+        except TransportError as exc:  # connection failures, timeouts, broken responses
+            raise _Transient(f"CDN: {exc}") from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, part: Path) -> bool:
         head = b""

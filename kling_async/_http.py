@@ -26,6 +26,7 @@ from .errors import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    RedirectError,
     ServerError,
 )
 
@@ -72,6 +73,43 @@ def normalize_base_url(base_url: str) -> URL:
     if url.query_string or url.fragment:
         raise ValueError(f"base_url must not carry a query or fragment, got {base_url!r}")
     return url.with_path(url.path.rstrip("/"))
+
+
+def check_hop(url: URL) -> URL:
+    """A URL the client will request (a CDN URL or a redirect's target), or RedirectError.
+
+    Only absolute http(s) URLs with a host that decodes, a port in range and no user info
+    (aiohttp would turn it into an ``Authorization`` header) are requested.
+    """
+    try:
+        # yarl parses and decodes lazily: fail here, not inside aiohttp's request.
+        host, _ = url.host, url.port
+        if url.raw_host:
+            url.raw_host.encode("idna")  # as getaddrinfo will: label lengths, characters
+    except (ValueError, UnicodeError) as exc:  # UnicodeError: IDNA refused the host
+        raise RedirectError(f"unusable URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise RedirectError(f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise RedirectError("refusing a URL with user info (user:password@)")
+    return url
+
+
+def redirect_target(current: URL, location: str) -> URL:
+    """Where a redirect's ``Location`` leads from ``current``, checked like every hop.
+
+    Raises:
+        RedirectError: The ``Location`` is not valid UTF-8, does not parse (a bad IPv6 host,
+            port or host name), or leads to a URL :func:`check_hop` refuses.
+    """
+    try:
+        location.encode("utf-8")  # aiohttp keeps undecodable header bytes as surrogates
+        target = current.join(URL(location))
+    except UnicodeEncodeError:
+        raise RedirectError("unusable redirect Location: not valid UTF-8") from None
+    except (ValueError, UnicodeError) as exc:
+        raise RedirectError(f"unusable redirect Location: {exc}") from None
+    return check_hop(target)
 
 
 def assets_url(base_url: URL) -> URL:

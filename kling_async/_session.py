@@ -18,7 +18,7 @@ from . import _http
 from ._retry import RetryState
 from ._walk import Walk, WalkCheckpoint
 from ._watch import Watcher, WatchState
-from .errors import DecodeError, SessionClosedError, TransportError
+from .errors import DecodeError, RedirectError, SessionClosedError, TransportError
 from .models import (
     ASSETS_PAGE_DECODER,
     DOWNLOAD_LINK_DECODER,
@@ -44,6 +44,13 @@ class _Pool:
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.http = http
         self.users = 0
+
+
+def _limit(timeout: aiohttp.ClientTimeout) -> str:
+    """How a timeout reads in an error message."""
+    if timeout.total is not None:
+        return f"{timeout.total:g} s"
+    return f"{timeout.sock_read:g} s between reads" if timeout.sock_read else "the timeout"
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -269,30 +276,45 @@ class KlingSession:
 
         With ``api``, ``Authorization`` goes to the hops on the API's origin and no other;
         without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
+        aiohttp's errors, in the request or while the caller reads the body, come out as
+        :class:`TransportError` (a refused hop as :class:`RedirectError`).
         """
-        async with self._pool() as http:
-            for _ in range(_MAX_REDIRECTS + 1):
-                if url.scheme not in ("http", "https") or not url.host:
-                    raise TransportError(
-                        f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)"
-                    )
-                on_api = api and url.origin() == self._origin
-                log.debug("GET %s", url)
-                async with http.get(
-                    url,
-                    headers=self._headers if on_api else self._plain_headers,
-                    allow_redirects=False,
-                    timeout=timeout or self._timeout,
-                ) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status in _REDIRECTS and location:
-                        url = url.join(URL(location))
-                        continue
-                    yield resp
-                    return
+        timeout = timeout or self._timeout
+        # API URLs name the page; a CDN URL's query is a long signature, left out.
+        where = url if api else url.with_query(None).with_fragment(None)
+        try:
+            async with self._pool() as http:
+                url = _http.check_hop(url)
+                for _ in range(_MAX_REDIRECTS + 1):
+                    on_api = api and url.origin() == self._origin
+                    log.debug("GET %s", url)
+                    async with http.get(
+                        url,
+                        headers=self._headers if on_api else self._plain_headers,
+                        allow_redirects=False,
+                        timeout=timeout,
+                    ) as resp:
+                        location = resp.headers.get("Location")
+                        if resp.status in _REDIRECTS and location:
+                            url = _http.redirect_target(url, location)
+                            continue
+                        yield resp
+                        return
+                raise RedirectError(f"more than {_MAX_REDIRECTS} redirects from {where}")
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
             raise TransportError(
-                f"more than {_MAX_REDIRECTS} redirects from {url.with_query(None)}"
-            )
+                f"no complete response within {_limit(timeout)} from {where}"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Its request_info holds the request headers, token included: neither chain it
+            # nor raise inside this block (that would keep it as __context__).
+            reason = f"{type(exc).__name__} from {where}: {exc.message}"
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{type(exc).__name__} from {where}: {exc}") from exc
+        except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
+            self._check_open()
+            raise
+        raise TransportError(reason) from None
 
     def open_cdn(
         self, url: str | URL, *, timeout: aiohttp.ClientTimeout | None = None
@@ -301,34 +323,27 @@ class KlingSession:
 
         ``async with kling.open_cdn(link.cdn_url) as resp:`` gives the aiohttp response after
         redirects, which are followed by hand, http(s) only. The useapi token is never sent:
-        the CDN is another origin. Status codes are the caller's to check.
+        the CDN is another origin. Status codes are the caller's to check. Works inside and
+        outside ``async with KlingSession()``.
 
         Raises:
-            TransportError: A redirect to a non-http(s) URL, or too many redirects.
-            aiohttp.ClientError: As aiohttp raises them for the request itself.
+            RedirectError: A URL or redirect that is not a usable http(s) URL, or too many
+                redirects.
+            TransportError: The request failed (connection, timeout, a broken response),
+                also while the body is read inside the block.
+            SessionClosedError: The session is closed.
         """
-        return self._open(URL(url), api=False, timeout=timeout)
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise RedirectError(f"unusable URL: {exc}") from None
+        return self._open(parsed, api=False, timeout=timeout)
 
     async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
         """One API GET: status, headers and the body, read inside the request."""
-        try:
-            async with self._open(url, api=True) as resp:
-                body = await self._read_body(resp, url)
-                return resp.status, resp.headers, body
-        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
-            raise TransportError(
-                f"no complete response within {self._timeout.total:g} s from {url}"
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            # Its request_info holds the request headers, token included: neither chain it
-            # nor raise inside this block (that would keep it as __context__).
-            reason = f"{type(exc).__name__} from {url}: {exc.message}"
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
-        except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
-            self._check_open()
-            raise
-        raise TransportError(reason) from None
+        async with self._open(url, api=True) as resp:
+            body = await self._read_body(resp, url)
+            return resp.status, resp.headers, body
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
         cap = self.max_response_bytes
