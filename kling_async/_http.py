@@ -7,11 +7,13 @@ server. :mod:`kling_async._session` only moves bytes.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeVar
+from urllib.parse import quote
 
 import msgspec
 from yarl import URL
@@ -139,6 +141,60 @@ def _check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """A finite number of seconds, ``> 0`` when ``positive`` else ``>= 0``.
+
+    Raises:
+        TypeError: Not an int or float.
+        ValueError: Infinite, NaN or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {value}")
+    return float(value)
+
+
+def check_count(name: str, value: object, *, minimum: int) -> int:
+    """An int no smaller than ``minimum``.
+
+    Raises:
+        TypeError: Not an int.
+        ValueError: Smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+#: Integers in this range are refused as epoch milliseconds: they are epoch seconds of
+#: 2001-2286, and as milliseconds they would mean January 1970 to March 1973.
+EPOCH_SECONDS_RANGE: Final = range(10**9, 10**11)
+
+
+def check_epoch_ms(value: int, name: str = "since") -> int:
+    """Epoch milliseconds, refusing negatives and numbers that look like epoch seconds.
+
+    The one rule for ``since`` in the library and in ``kling-async export --since``.
+    ``name`` starts the error message (none when empty).
+
+    Raises:
+        ValueError: ``value`` is negative or looks like epoch seconds.
+    """
+    prefix = f"{name}: " if name else ""
+    if value < 0:
+        raise ValueError(f"{prefix}must be >= 0, got {value}")
+    if value in EPOCH_SECONDS_RANGE:
+        raise ValueError(
+            f"{prefix}{value} looks like epoch seconds; give epoch milliseconds ({value * 1000})"
+        )
+    return value
+
+
 def check_content_type(content_type: str | None) -> str | None:
     """Return ``content_type`` if it is ``None`` or one the API knows, else raise ValueError."""
     if content_type is not None and content_type not in CONTENT_TYPES:
@@ -230,16 +286,49 @@ def _error_body(body: bytes) -> _ErrorBody | None:
         return None
 
 
-def error_message(body: bytes) -> str:
-    """The body's ``error`` field when it is JSON, else a short, single-line prefix of it."""
-    parsed = _error_body(body)
-    if parsed is not None and parsed.error:
-        return parsed.error
-    text = body[:MESSAGE_PREFIX].decode("utf-8", errors="replace")
+def one_line(text: str, limit: int = MESSAGE_PREFIX) -> str:
+    """``text`` made safe to print as one line: whitespace runs become one space, other
+    control characters (a terminal's escape sequences) become ``?``, and it is cut at
+    ``limit`` characters."""
     text = " ".join(text.split())
-    if len(body) > MESSAGE_PREFIX:
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def error_message(body: bytes) -> str:
+    """The body's ``error`` field when it is JSON, else a short prefix of it; one printable
+    line either way (a server's text goes to terminals and logs)."""
+    parsed = _error_body(body)
+    if parsed is not None and parsed.error and parsed.error.strip():
+        return one_line(parsed.error)
+    text = one_line(body[:MESSAGE_PREFIX].decode("utf-8", errors="replace"))
+    if len(body) > MESSAGE_PREFIX and not text.endswith("…"):
         text += "…"
     return text or "(empty body)"
+
+
+def secret_forms(token: str) -> tuple[bytes, ...]:
+    """The ways a token can appear in a server's answer: as is and percent-encoded."""
+    forms = {token.encode("utf-8"), quote(token, safe="").encode("ascii")}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def redact(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    """``data`` with every occurrence of each secret replaced by ``***``."""
+    for secret in secrets:
+        if secret and secret in data:
+            data = data.replace(secret, b"***")
+    return data
+
+
+def redact_text(text: str, secrets: tuple[bytes, ...]) -> str:
+    """:func:`redact` for text."""
+    for secret in secrets:
+        plain = secret.decode("utf-8", errors="replace")
+        if plain and plain in text:
+            text = text.replace(plain, "***")
+    return text
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

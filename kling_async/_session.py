@@ -93,7 +93,8 @@ class KlingSession:
 
     Raises:
         ValueError: No token was given and ``USEAPI_TOKEN`` is not set, or an argument is
-            out of range.
+            out of range (a timeout or backoff that is infinite or NaN included).
+        TypeError: An argument of the wrong type.
     """
 
     def __init__(
@@ -118,20 +119,21 @@ class KlingSession:
             )
         if not isinstance(token, str) or any(c.isspace() for c in token):
             raise ValueError("the API token must be a string without whitespace")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if backoff_base < 0 or backoff_cap < 0:
-            raise ValueError("backoff_base and backoff_cap must be >= 0")
-        if max_response_bytes < 1:
-            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        # Infinite or NaN seconds would reach aiohttp's and asyncio's timers and fail there.
+        _http.check_seconds("timeout", timeout, positive=True)
+        _http.check_seconds("backoff_base", backoff_base)
+        _http.check_seconds("backoff_cap", backoff_cap)
+        _http.check_count("max_retries", max_retries, minimum=0)
+        _http.check_count("max_response_bytes", max_response_bytes, minimum=1)
         self._base_url = _http.normalize_base_url(base_url)
         self._origin = self._base_url.origin()
         self._assets_url = _http.assets_url(self._base_url)
         self._download_url = _http.download_url(self._base_url)
         self._email = _http.check_email(email)
         self._headers = _http.request_headers(token)
+        # A server may echo the token back (a proxy's error page, a debug body): every text
+        # of a server's that this client shows or raises is redacted.
+        self._secrets = _http.secret_forms(token)
         self._plain_headers = {"User-Agent": _http.USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_retries = max_retries
@@ -189,6 +191,10 @@ class KlingSession:
         for http in pools:
             if not http.closed:
                 await http.close()
+
+    def _scrub(self, text: str) -> str:
+        """A message built from a server's or aiohttp's text: one line, no token."""
+        return _http.one_line(_http.redact_text(text, self._secrets), limit=1000)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -296,7 +302,7 @@ class KlingSession:
                     ) as resp:
                         location = resp.headers.get("Location")
                         if resp.status in _REDIRECTS and location:
-                            url = _http.redirect_target(url, location)
+                            url = self._redirect_target(url, location)
                             continue
                         yield resp
                         return
@@ -308,13 +314,20 @@ class KlingSession:
         except aiohttp.ClientResponseError as exc:
             # Its request_info holds the request headers, token included: neither chain it
             # nor raise inside this block (that would keep it as __context__).
-            reason = f"{type(exc).__name__} from {where}: {exc.message}"
+            reason = self._scrub(f"{type(exc).__name__} from {where}: {exc.message}")
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{type(exc).__name__} from {where}: {exc}") from exc
+            raise TransportError(self._scrub(f"{type(exc).__name__} from {where}: {exc}")) from exc
         except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
             self._check_open()
             raise
         raise TransportError(reason) from None
+
+    def _redirect_target(self, url: URL, location: str) -> URL:
+        try:
+            return _http.redirect_target(url, location)
+        except RedirectError as exc:  # its text may quote the Location, which may quote the token
+            message = self._scrub(str(exc))
+        raise RedirectError(message)  # outside the except: no unscrubbed __context__
 
     def open_cdn(
         self, url: str | URL, *, timeout: aiohttp.ClientTimeout | None = None
@@ -388,7 +401,9 @@ class KlingSession:
             else:
                 if 200 <= status < 300:
                     return body, str(url)
-                error = _http.error_for_response(status, headers, body, url=str(url))
+                error = _http.error_for_response(
+                    status, headers, _http.redact(body, self._secrets), url=str(url)
+                )
                 if not _http.is_retryable_status(status):
                     raise error
                 wait_hint = _http.retry_after(headers, body)
@@ -629,6 +644,9 @@ class KlingSession:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
             after every work. 400/401/402/403/404 end it with their error.
         """
+        _http.check_seconds("interval", interval, positive=True)
+        _http.check_seconds("max_backoff", max_backoff)
+        _http.check_seconds("max_pending_age", max_pending_age)
         return Watcher(
             self,
             interval=interval,
