@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Annotated, BinaryIO, Final
 
 import msgspec
 
@@ -85,8 +85,8 @@ class ExportState(msgspec.Struct, kw_only=True):
     """
 
     version: int = STATE_VERSION
-    out_bytes: int
-    works: int
+    out_bytes: Annotated[int, msgspec.Meta(ge=0)]
+    works: Annotated[int, msgspec.Meta(ge=0)]
     finished: bool = False
     options: ExportOptions
     walk: WalkCheckpoint
@@ -406,21 +406,48 @@ class _Export:
         elif self.reported == MAX_REPORTED_FAILURES + 1:
             self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
 
+    def _make_walk(self) -> Walk:
+        options, state = self.options, self.state
+        try:
+            return self.kling.walk(
+                raw=True,
+                page_size=options.page_size,
+                content_type=options.content_type,
+                since=options.since,
+                max_items=options.max_items,
+                prefetch=self.config.prefetch,
+                resume=state.walk if state is not None else None,
+            )
+        except (ValueError, TypeError) as exc:
+            if state is None or self.out is None:
+                raise
+            # The command line's options are checked by argparse: these come from the file.
+            ckpt = checkpoint_path(self.out)
+            raise ExportUsageError(
+                f"damaged checkpoint {ckpt}: {exc}; start over with --force"
+            ) from None
+
     async def run(self) -> ExportResult:
         options = self.options
+        self._make_walk()  # a damaged checkpoint is refused before OUT is touched
         self.progress.restart()
         if options.download_dir:
-            self.downloader = Downloader(
-                self.kling,
-                options.download_dir,
-                jobs=self.config.jobs,
-                file_types=options.file_types,
-                email=options.email,
-                on_progress=self._show,
-                on_error=self._report,
-            )
-            self.result.downloads = self.downloader.stats
-            self.downloader.start()
+            try:
+                self.downloader = Downloader(
+                    self.kling,
+                    options.download_dir,
+                    jobs=self.config.jobs,
+                    file_types=options.file_types,
+                    email=options.email,
+                    on_progress=self._show,
+                    on_error=self._report,
+                )
+                self.result.downloads = self.downloader.stats
+                self.downloader.start()
+            except ValueError as exc:  # file types or a path (a NUL) from a damaged checkpoint
+                raise ExportUsageError(
+                    f"cannot download into {options.download_dir!r}: {exc}"
+                ) from None
         try:
             await self._run()
         finally:
@@ -461,15 +488,7 @@ class _Export:
 
     async def _walk(self) -> None:
         options, state, result, out = self.options, self.state, self.result, self.out
-        walk = self.kling.walk(
-            raw=True,
-            page_size=options.page_size,
-            content_type=options.content_type,
-            since=options.since,
-            max_items=options.max_items,
-            prefetch=self.config.prefetch,
-            resume=state.walk if state is not None else None,
-        )
+        walk = self._make_walk()
         ckpt = checkpoint_path(out) if out is not None else None
         self.out_bytes = state.out_bytes if state is not None else 0
 
