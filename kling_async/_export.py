@@ -29,7 +29,7 @@ from typing import Annotated, BinaryIO, Final
 
 import msgspec
 
-from ._download import Downloader, DownloadStats
+from ._download import DEFAULT_MIN_RATE, Downloader, DownloadStats
 from ._http import DEFAULT_BASE_URL
 from ._progress import Progress, format_bytes, format_duration
 from ._session import KlingSession
@@ -123,6 +123,8 @@ class ExportConfig:
     timeout: float = 30.0
     max_retries: int = 5
     backoff_base: float = 1.0
+    min_rate: float = DEFAULT_MIN_RATE
+    """Bytes per second a media download must average over each ``timeout`` window."""
     download_limit: int | None = None
     """Download the files of at most this many works of this run (the demo's few files)."""
 
@@ -439,6 +441,8 @@ class _Export:
                     jobs=self.config.jobs,
                     file_types=options.file_types,
                     email=options.email,
+                    timeout=self.config.timeout,
+                    min_rate=self.config.min_rate,
                     on_progress=self._show,
                     on_error=self._report,
                 )

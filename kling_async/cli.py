@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ._args import OneLineParser
-from ._download import FILE_EXTENSIONS
+from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
     ExportResult,
@@ -85,7 +85,8 @@ GET /assets/download into DIR as <workId>.<ext> (a zip's entries are unpacked, e
 carrying the workId). Works still rendering, failed, or without the wanted file types are
 skipped. A file is written as NAME.part and renamed when complete; a resumed export skips
 works whose files are all there, and also retries the downloads that failed. The API token is
-never sent to the CDN.
+never sent to the CDN. A download that averages less than --min-rate bytes/s over a --timeout
+window fails as too slow, is retried, and then counts as failed.
 
 exit status: 0 done, 1 an API, network or file failure (or a failed download), 2 a usage
 error, 130 interrupted (resume with --resume).
@@ -200,7 +201,12 @@ def export_parser() -> OneLineParser:
     api.add_argument("--email", help="Kling account email (when the useapi account has several)")
     api.add_argument("--base-url", metavar="URL", help="API base URL (default: useapi.net's)")
     api.add_argument(
-        "--timeout", type=_positive_float, default=30.0, metavar="S", help="seconds per request"
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds per API request; for media downloads, the longest wait for the CDN and "
+        "the window over which --min-rate is measured (default: 30)",
     )
     api.add_argument(
         "--max-retries",
@@ -257,6 +263,14 @@ def export_parser() -> OneLineParser:
         type=parse_file_types,
         metavar="LIST",
         help="only these types, e.g. MP4,PNG (from MP4, PNG, MP3, WAV; default: all)",
+    )
+    media.add_argument(
+        "--min-rate",
+        type=_non_negative_float,
+        default=DEFAULT_MIN_RATE,
+        metavar="B",
+        help="bytes/s a download must average over each --timeout window, or it fails as too "
+        f"slow and is retried (default: {DEFAULT_MIN_RATE:g}; 0: no minimum)",
     )
     media.add_argument(
         "--jobs",
@@ -329,6 +343,7 @@ def _export(argv: Sequence[str]) -> int:
         timeout=args.timeout,
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
+        min_rate=args.min_rate,
     )
     return run_export_command(config, quiet=args.quiet)
 
