@@ -30,7 +30,7 @@ from typing import Annotated, BinaryIO, Final
 import msgspec
 
 from ._download import DEFAULT_MIN_RATE, Downloader, DownloadStats
-from ._http import DEFAULT_BASE_URL
+from ._http import BASE_URL_ENV, DEFAULT_BASE_URL, env_base_url, normalize_base_url
 from ._progress import Progress, format_bytes, format_duration
 from ._session import KlingSession
 from ._walk import Walk, WalkCheckpoint
@@ -230,11 +230,16 @@ def _line(raw: msgspec.Raw) -> bytes:
 
 def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOptions:
     """The options of this run: the command line's, checked against a checkpoint's."""
+    if not config.base_url and (from_env := env_base_url()) is not None:
+        try:
+            normalize_base_url(from_env, name=BASE_URL_ENV)
+        except ValueError as exc:
+            raise ExportUsageError(str(exc)) from None
     # Absolute: a resumed export may run from another working directory.
     download_dir = str(Path(config.download_dir).absolute()) if config.download_dir else None
     if state is None:
         return ExportOptions(
-            base_url=config.base_url or DEFAULT_BASE_URL,
+            base_url=config.base_url or env_base_url() or DEFAULT_BASE_URL,
             email=config.email,
             content_type=config.content_type,
             page_size=config.page_size or DEFAULT_PAGE_SIZE,
@@ -257,7 +262,7 @@ def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOpt
                 "keeps its options; drop the option, or start over with --force"
             )
     return ExportOptions(
-        base_url=config.base_url or saved.base_url,
+        base_url=config.base_url or env_base_url() or saved.base_url,
         email=saved.email,
         content_type=saved.content_type,
         page_size=saved.page_size,

@@ -8,6 +8,7 @@ server. :mod:`kling_async._session` only moves bytes.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -35,6 +36,8 @@ from .errors import (
 T = TypeVar("T")
 
 DEFAULT_BASE_URL: Final = "https://api.useapi.net/v1/kling"
+#: The environment variable that overrides :data:`DEFAULT_BASE_URL` (for a fake server).
+BASE_URL_ENV: Final = "KLING_BASE_URL"
 USER_AGENT: Final = f"kling-async/{__version__}"
 CONTENT_TYPES: Final = ("video", "image", "audio")
 FILE_TYPES: Final = ("MP4", "MP3", "WAV", "PNG")
@@ -63,17 +66,44 @@ _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {
 }
 
 
-def normalize_base_url(base_url: str) -> URL:
+def env_base_url() -> str | None:
+    """The base URL set in ``KLING_BASE_URL``, or None when it is unset or empty."""
+    return os.environ.get(BASE_URL_ENV) or None
+
+
+def resolve_base_url(base_url: str | None) -> URL:
+    """``base_url``, else ``KLING_BASE_URL``, else useapi.net's, parsed and checked.
+
+    Raises:
+        ValueError: It is not an absolute http(s) URL (the message names its source).
+    """
+    if base_url is not None:
+        return normalize_base_url(base_url)
+    from_env = env_base_url()
+    if from_env is None:
+        return normalize_base_url(DEFAULT_BASE_URL)
+    return normalize_base_url(from_env, name=BASE_URL_ENV)
+
+
+def normalize_base_url(base_url: str, *, name: str = "base_url") -> URL:
     """Parse ``base_url`` and check that it is an absolute http(s) URL.
 
     Raises:
         ValueError: When it is not.
     """
-    url = URL(base_url)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if not isinstance(base_url, str):
+        raise TypeError(f"{name} must be a str, got {type(base_url).__name__}")
+    try:
+        url = URL(base_url)
+        host = url.host
+    except (ValueError, UnicodeError):  # a bad port, IPv6 address or host name
+        host = None
+    if host is None or url.scheme not in ("http", "https"):
+        raise ValueError(f"{name} must be an absolute http(s) URL, got {base_url!r}")
     if url.query_string or url.fragment:
-        raise ValueError(f"base_url must not carry a query or fragment, got {base_url!r}")
+        raise ValueError(f"{name} must not carry a query or fragment, got {base_url!r}")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise ValueError(f"{name} must not carry user info (user:password@)")
     return url.with_path(url.path.rstrip("/"))
 
 
@@ -308,8 +338,14 @@ def error_message(body: bytes) -> str:
     return text or "(empty body)"
 
 
+#: Shorter tokens (a test's "t") are not searched for in text: they would blank out words.
+MIN_REDACTED_LENGTH: Final = 6
+
+
 def secret_forms(token: str) -> tuple[bytes, ...]:
     """The ways a token can appear in a server's answer: as is and percent-encoded."""
+    if len(token) < MIN_REDACTED_LENGTH:
+        return ()
     forms = {token.encode("utf-8"), quote(token, safe="").encode("ascii")}
     return tuple(sorted(forms, key=len, reverse=True))
 

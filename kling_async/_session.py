@@ -79,8 +79,9 @@ class KlingSession:
             line, an error or a ``repr``.
         email: The Kling account's email, required by the API when the useapi account has
             several Kling accounts; each call may override it.
-        base_url: The API's base URL (point it at a :class:`kling_async.testing.FakeKlingServer`
-            in tests).
+        base_url: The API's base URL; defaults to the ``KLING_BASE_URL`` environment
+            variable, else ``https://api.useapi.net/v1/kling``. Point either at a
+            :class:`kling_async.testing.FakeKlingServer` in tests.
         session: An ``aiohttp.ClientSession`` to use for every call. It is never closed by
             this object; without one, the session opens (and closes) its own pools.
         timeout: Seconds allowed for each request, body included.
@@ -102,7 +103,7 @@ class KlingSession:
         token: str | None = None,
         *,
         email: str | None = None,
-        base_url: str = _http.DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         max_retries: int = 5,
@@ -125,7 +126,7 @@ class KlingSession:
         _http.check_seconds("backoff_cap", backoff_cap)
         _http.check_count("max_retries", max_retries, minimum=0)
         _http.check_count("max_response_bytes", max_response_bytes, minimum=1)
-        self._base_url = _http.normalize_base_url(base_url)
+        self._base_url = _http.resolve_base_url(base_url)
         self._origin = self._base_url.origin()
         self._assets_url = _http.assets_url(self._base_url)
         self._download_url = _http.download_url(self._base_url)

@@ -199,7 +199,11 @@ def export_parser() -> OneLineParser:
         "--token", help="useapi.net API token (default: $USEAPI_TOKEN, which keeps it out of ps)"
     )
     api.add_argument("--email", help="Kling account email (when the useapi account has several)")
-    api.add_argument("--base-url", metavar="URL", help="API base URL (default: useapi.net's)")
+    api.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $KLING_BASE_URL, else useapi.net's)",
+    )
     api.add_argument(
         "--timeout",
         type=_positive_float,
