@@ -197,8 +197,8 @@ class Downloader:
     Ctrl-C) cancels the downloads in flight and removes their ``.part`` files.
 
     Args:
-        kling: The session: ``get_download_link`` for the links, ``kling.http`` (no default
-            headers) for the CDN, and its retry settings.
+        kling: The session: ``get_download_link`` for the links, ``open_cdn`` (no token)
+            for the CDN, and its retry settings.
         directory: Where files go; created if missing.
         jobs: Works downloaded at once.
         file_types: Only these types (``MP4``, ``PNG``, ``MP3``, ``WAV``); None for every

@@ -466,7 +466,8 @@ class KlingSession:
         """Ask ``GET /assets/download`` for the watermark-free file(s) of works.
 
         With one work id and one file type, ``cdn_url`` is that file; otherwise a ``.zip``.
-        The CDN is another origin: fetch it without the token (``self.http`` does).
+        The CDN is another origin: fetch it with :meth:`open_cdn`, which never sends the
+        token.
 
         Raises:
             ValueError: No work id, or an unknown file type (``MP4``, ``MP3``, ``WAV``,
