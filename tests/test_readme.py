@@ -205,3 +205,15 @@ def test_examples_pass_mypy_strict(tmp_path: Path) -> None:
     # The project's cache: a cold run checks aiohttp's stubs for tens of seconds.
     out, err, status = api.run(["--strict", "--cache-dir", str(ROOT / ".mypy_cache"), *paths])
     assert status == 0, out + err
+
+
+def test_license_file_and_project_urls() -> None:
+    """The MIT license the metadata names ships as LICENSE, and the project has URLs."""
+    from importlib.metadata import metadata
+
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+    meta = metadata("kling-async")
+    assert meta["License-Expression"] == "MIT"
+    assert "LICENSE" in (meta.get_all("License-File") or [])
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert {"Homepage", "Repository", "Issues", "Changelog"} <= urls.keys()
