@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -30,6 +31,8 @@ from .models import (
 __all__ = ["KlingSession"]
 
 log = logging.getLogger("kling_async")
+
+_T = TypeVar("_T")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
@@ -174,8 +177,8 @@ class KlingSession:
 
         Whatever is still running, a request or a wait for a backoff, ends promptly with
         :class:`~kling_async.SessionClosedError`; so does any later call. An
-        ``aiohttp.ClientSession`` passed as ``session=`` is left open (a request in flight on
-        it ends when it completes). Safe to call twice.
+        ``aiohttp.ClientSession`` passed as ``session=`` is left open (the requests this
+        object has in flight on it are cancelled). Safe to call twice.
         """
         self._closed = True
         for waiter in list(self._close_waiters):
@@ -238,6 +241,25 @@ class KlingSession:
             handle.cancel()
             self._close_waiters.discard(waiter)
         self._check_open()
+
+    async def _until_closed(self, request: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``request`` unless :meth:`close` comes first: then end it and raise
+        SessionClosedError. For a caller's aiohttp session, whose connections close() does
+        not own and so cannot break off."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(request)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._close_waiters.add(waiter)
+        try:
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when we are cancelled: the request never outlives its caller
+            self._close_waiters.discard(waiter)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
+        if task.cancelled():  # by the finally above: close() came first
+            self._check_open()
+        return task.result()
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -393,7 +415,10 @@ class KlingSession:
             await retry.wait()
             error: Exception
             try:
-                status, headers, body = await self._send(url)
+                if self._owns_session:  # close() breaks off our pools' connections itself
+                    status, headers, body = await self._send(url)
+                else:
+                    status, headers, body = await self._until_closed(self._send(url))
             except TransportError as exc:
                 # close() breaks off requests in flight: that is no failure to retry.
                 self._check_open()

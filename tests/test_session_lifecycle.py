@@ -180,3 +180,50 @@ def test_async_with_in_two_loops_one_after_the_other(threaded_server: FakeKlingS
     assert asyncio.run(use()) == 3
     with pytest.raises(SessionClosedError):
         asyncio.run(use())
+
+
+async def test_close_ends_a_request_in_flight_on_the_callers_session(scripted: Scripted) -> None:
+    """With session= (an aiohttp session close() must leave open), a request the server sits
+    on for 600 s ends with SessionClosedError on close(); the caller's session still works."""
+    started = asyncio.Event()
+
+    async def sit(request: web.Request) -> web.Response:
+        if request.query.get("pageNum") == "1":
+            started.set()
+            await asyncio.sleep(600)
+        return web.Response(body=make_page(2, 1), content_type="application/json")
+
+    scripted.handle(sit)
+    async with aiohttp.ClientSession() as http:
+        kling = KlingSession(TOKEN, base_url=scripted.base_url, session=http)
+        task = asyncio.create_task(kling.get_assets())
+        await asyncio.wait_for(started.wait(), BOUND)
+        await kling.close()
+        with pytest.raises(SessionClosedError):
+            await asyncio.wait_for(task, BOUND)
+        assert not http.closed
+        async with http.get(scripted.base_url + "/assets/?pageNum=2") as resp:
+            assert resp.status == 200
+
+
+async def test_cancelling_a_call_on_the_callers_session_is_not_wrapped(
+    scripted: Scripted,
+) -> None:
+    """Cancellation of a request on a caller's session stays a CancelledError."""
+    started = asyncio.Event()
+
+    async def sit(request: web.Request) -> web.Response:
+        started.set()
+        await asyncio.sleep(600)
+        return web.Response()
+
+    scripted.handle(sit)
+    async with aiohttp.ClientSession() as http:
+        kling = KlingSession(TOKEN, base_url=scripted.base_url, session=http)
+        task = asyncio.create_task(kling.get_assets())
+        await asyncio.wait_for(started.wait(), BOUND)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, BOUND)
+        # The request's own task ended with the call.
+        assert not [t for t in asyncio.all_tasks() if "_send" in repr(t.get_coro())]
