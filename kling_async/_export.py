@@ -281,9 +281,9 @@ def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
             raise ExportUsageError("--resume needs an output file; stdout (-) cannot be resumed")
         return None, None
     out = Path(config.out)
+    if out.is_dir() or not out.name:  # "." or "" has no name to put a checkpoint beside
+        raise ExportUsageError(f"{config.out!r} is a directory; give a file name for the JSONL")
     ckpt = checkpoint_path(out)
-    if out.is_dir():
-        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
     exists = out.exists() and out.stat().st_size > 0
     if not config.resume:
         if exists and not config.force:

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from kling_async import cli
+from kling_async.testing import FakeKlingServer
 from kling_async.testing import _cli as fake_cli
 
 TOKEN = "sk-hostile-cli-5b1e07"
@@ -97,6 +98,37 @@ def test_a_bug_is_one_line_exit_1(
     err = capsys.readouterr().err
     assert_one_line(err)
     assert "ZeroDivisionError" in err
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["."], 2),
+        ([""], 2),
+        (["missing-dir/w.jsonl"], 1),
+        (["a-file/w.jsonl"], 1),
+        (["w.jsonl", "--download", "a-file"], 1),
+    ],
+    ids=["dot", "empty", "missing-dir", "under-a-file", "download-onto-a-file"],
+)
+def test_unusable_files_one_line(
+    args: list[str],
+    status: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An OUT or download folder that cannot be used: one line; 2 when it is the argument
+    itself (a directory), 1 when the disk refuses."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_bytes(b"x")
+    with FakeKlingServer(5, token=TOKEN) as server:
+        argv = ["export", *args, "--base-url", server.base_url, "--token", TOKEN, "-q"]
+        assert cli.main(argv) == status
+    assert_one_line(capsys.readouterr().err)
 
 
 # -- checkpoints ------------------------------------------------------------------------------
