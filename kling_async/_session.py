@@ -123,6 +123,9 @@ class KlingSession:
             )
         if not isinstance(token, str) or any(c.isspace() for c in token):
             raise ValueError("the API token must be a string without whitespace")
+        if not (token.isascii() and token.isprintable()):
+            # An HTTP header carries ASCII; aiohttp would fail with UnicodeEncodeError mid-request.
+            raise ValueError("the API token must be printable ASCII (check USEAPI_TOKEN)")
         # Infinite or NaN seconds would reach aiohttp's and asyncio's timers and fail there.
         _http.check_seconds("timeout", timeout, positive=True)
         _http.check_seconds("backoff_base", backoff_base)

@@ -46,6 +46,8 @@ BAD_ARGUMENTS = [
     ["export", "w.jsonl", "--base-url", "http://[::1/v1/kling"],
     ["export", "w.jsonl", "--base-url", "http://h:99999/v1/kling"],
     ["export", "w.jsonl", "--email", " "],
+    ["export", "w.jsonl", "--token", "токен-секрет"],
+    ["export", "w.jsonl", "--token", "two words"],
     ["export", "w.jsonl", "--no-such-option"],
     ["export", "-", "--resume"],
     ["fake-server", "--port", "99999"],
