@@ -104,6 +104,10 @@ def normalize_base_url(base_url: str, *, name: str = "base_url") -> URL:
         raise ValueError(f"{name} must not carry a query or fragment, got {base_url!r}")
     if url.raw_user is not None or url.raw_password is not None:
         raise ValueError(f"{name} must not carry user info (user:password@)")
+    try:
+        check_hop(url)  # a host name IDNA refuses would fail only in getaddrinfo
+    except RedirectError as exc:
+        raise ValueError(f"{name} {base_url!r}: {exc}") from None
     return url.with_path(url.path.rstrip("/"))
 
 

@@ -45,6 +45,7 @@ BAD_ARGUMENTS = [
     ["export", "w.jsonl", "--base-url", "ftp://example.com/v1/kling"],
     ["export", "w.jsonl", "--base-url", "http://[::1/v1/kling"],
     ["export", "w.jsonl", "--base-url", "http://h:99999/v1/kling"],
+    ["export", "w.jsonl", "--base-url", "http://" + "a" * 70 + ".example/v1/kling"],
     ["export", "w.jsonl", "--email", " "],
     ["export", "w.jsonl", "--token", "токен-секрет"],
     ["export", "w.jsonl", "--token", "two words"],
