@@ -30,6 +30,7 @@ import math
 import os
 import re
 import stat
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Collection
@@ -42,6 +43,11 @@ from yarl import URL
 
 from ._http import FILE_TYPES, check_seconds
 from .errors import KlingError, RedirectError, TransportError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # aiohttp depends on async-timeout before 3.11
+    from async_timeout import timeout as _deadline  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     from ._session import KlingSession
@@ -401,8 +407,14 @@ class Downloader:
 
     async def _fetch_once(self, url: URL, part: Path) -> bool:
         try:
-            # KlingSession.open_cdn never sends the token and follows redirects by hand.
-            async with self._kling.open_cdn(url, timeout=self._timeout) as resp:
+            async with contextlib.AsyncExitStack() as stack:
+                # aiohttp's per-read timeout does not stop headers trickling in a byte at a
+                # time: the answer's head gets `timeout` seconds in all.
+                async with _deadline(self.timeout):
+                    # KlingSession.open_cdn never sends the token, follows redirects by hand.
+                    resp = await stack.enter_async_context(
+                        self._kling.open_cdn(url, timeout=self._timeout)
+                    )
                 where = _where(resp.url)
                 if resp.status in _TRANSIENT:
                     raise _Transient(f"CDN answered HTTP {resp.status} ({where})")
@@ -418,6 +430,10 @@ class Downloader:
             raise DownloadError(str(exc)) from None
         except TransportError as exc:  # connection failures, timeouts, broken responses
             raise _Transient(f"CDN: {exc}") from None
+        except (TimeoutError, asyncio.TimeoutError):  # _deadline; distinct types before 3.11
+            raise _Transient(
+                f"CDN: no response within {self.timeout:g} s ({_where(url)})"
+            ) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, part: Path) -> bool:
         head = b""

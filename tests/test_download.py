@@ -514,3 +514,36 @@ async def test_min_rate_zero_lets_a_slow_file_finish(hostile: Hostile, tmp_path:
     hostile.cdn["/f/811.mp4"] = trickle(12)
     assert await export_cli(hostile, tmp_path, "--timeout", "0.2", "--min-rate", "0") == 0
     assert listing(tmp_path / "media") == {"811.mp4": b"x" * 12}
+
+
+async def test_a_cdn_trickling_its_headers_fails_the_file(
+    hostile: Hostile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Headers sent a byte every 50 ms never trip a per-read timeout either: the head of the
+    answer gets --timeout seconds in all, then the file is retried and counted as failed."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(10**6):
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:  # the client gave up: what the test wants
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        hostile.add_work(821)
+        hostile.links[821] = f"http://127.0.0.1:{port}/f/821.mp4"
+        code = await asyncio.wait_for(export_cli(hostile, tmp_path, "--timeout", "0.3"), 60)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 1
+    assert "download failed for work 821: CDN: no response within 0.3 s" in capsys.readouterr().err
+    assert files_under(tmp_path / "media") == set()
