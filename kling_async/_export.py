@@ -282,7 +282,7 @@ def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
         return None, None
     out = Path(config.out)
     if out.is_dir() or not out.name:  # "." or "" has no name to put a checkpoint beside
-        raise ExportUsageError(f"{config.out!r} is a directory; give a file name for the JSONL")
+        raise ExportUsageError(f"{config.out!r} is not a file name; give one for the JSONL")
     ckpt = checkpoint_path(out)
     exists = out.exists() and out.stat().st_size > 0
     if not config.resume:
