@@ -16,7 +16,8 @@ Every error derives from :class:`KlingError`, so ``except KlingError`` catches t
     ├── DecodeError                          a body that is not the expected JSON, or too big
     ├── SessionClosedError                   the KlingSession (or its aiohttp session) is closed
     └── WalkError                            a page walk that cannot make progress
-        └── WalkStalledError                 pages stop reaching older works
+        ├── WalkStalledError                 pages stop bringing anything new
+        └── ResumeError                      a resumed walk cannot find where it left off
 
 ``str()``, ``repr()`` and the attributes of these errors never contain the API token: they
 are built from the status, the response body and the URL, and the token travels only in a
@@ -36,6 +37,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RedirectError",
+    "ResumeError",
     "ServerError",
     "SessionClosedError",
     "TransportError",
@@ -167,7 +169,7 @@ class WalkError(KlingError):
 
 
 class WalkStalledError(WalkError):
-    """Several pages in a row reached no further back in the list than the page before.
+    """Several pages in a row brought no work the walk had not seen.
 
     Raised instead of looping forever when a server ignores ``pageNum`` (the same page again
     and again), or when works arrive at the head of the list so fast (a page or more per
@@ -182,7 +184,16 @@ class WalkStalledError(WalkError):
         self.page_num = page_num
         self.stale_pages = stale_pages
         super().__init__(
-            f"page walk stalled at page {page_num}: {stale_pages} pages in a row reached "
-            "no older works (the server ignores pageNum, or new works arrive faster than "
+            f"page walk stalled at page {page_num}: {stale_pages} pages in a row brought "
+            "nothing new (the server ignores pageNum, or new works arrive faster than "
             "a page per request)"
         )
+
+
+class ResumeError(WalkError):
+    """A walk resumed from a checkpoint reached the end without finding its place.
+
+    The resumed walk finds where it left off by the ids of the works it handed out last; if
+    all of them were deleted meanwhile, it cannot tell which works are new to it, and stops
+    rather than repeat or skip works. Start a new walk.
+    """

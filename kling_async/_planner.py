@@ -1,0 +1,1130 @@
+"""The page-walk planner: every decision of a walk, with no I/O.
+
+The assets list is paged by offset (``pageNum``, ``pageSize``) and newest first, so works
+created during a walk push older works onto later pages. A walk yields every work that existed
+when it began exactly once if it reads pages in an order the server served them in: then each
+page starts at or before where the page above it ended, and an id seen on the page above is a
+duplicate, never a gap. Pages fetched together may be served in any order, so the planner only
+hands a page out once it has *proved* that the page above it was served no later:
+
+* **causally**: the page was requested after the answer of the page above arrived;
+* **by overlap**: the page holds a work of the page above (works only move down the list, so
+  the page above was served first);
+* **by head probes**: a one-work request for the head of the list (``pageNum=1&pageSize=1``)
+  answered before a page was requested, and another sent after the page above was received,
+  show the same head: nothing arrived in between, both pages saw the same list.
+
+The server's ``currentTimestamp`` is never read. When the proof fails (works arrived while
+pages were in flight and an answer came late), the page is asked again and the walk goes on
+one page at a time for a while. The planner also adapts to a server that caps ``pageSize``,
+tells a repeated last page from the end, keeps the state a resume needs (a checkpoint that
+finds its place by the ids yielded last, not by times), and guards against runaway walks.
+
+The driver (:mod:`kling_async._walk`) sends the requests the planner asks for, feeds every
+answer back in whatever order it arrives, and yields the batches the planner releases. The
+simulation in ``tests/test_planner_sim.py`` checks the contract over generated schedules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from typing import Final, Generic, TypeVar
+
+import msgspec
+
+from .errors import ResumeError, WalkStalledError
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Answer",
+    "Batch",
+    "PlanRequest",
+    "Planner",
+    "WalkCheckpoint",
+    "WalkStats",
+]
+
+log = logging.getLogger("kling_async")
+
+P = TypeVar("P")
+
+#: The format of :class:`WalkCheckpoint`; older checkpoints are refused with a clear error.
+CHECKPOINT_VERSION: Final = 2
+#: Sequential pages delivered before a walk that fell back to one page at a time pipelines
+#: again; doubled after each failed attempt, up to :data:`MAX_CALM_PAGES`.
+CALM_PAGES: Final = 3
+MAX_CALM_PAGES: Final = 96
+
+
+class WalkCheckpoint(msgspec.Struct, kw_only=True):
+    """Where a walk stands, to resume it elsewhere: ``kling.walk(resume=checkpoint)``.
+
+    It only ever describes verified state: every work the walk handed out up to it, and no
+    other. The resumed walk asks ``next_page`` again and reads on until it finds
+    ``anchor_ids`` (the page holding the last work yielded, in list order, ending with it);
+    everything after that point is new to it, however many works arrived in between. Each
+    ``page_size`` works that arrived in between cost one more request.
+
+    Save it with :meth:`to_json` (or ``msgspec.json.encode``), load it with
+    :meth:`from_json`.
+
+    Attributes:
+        version: The checkpoint format (:data:`CHECKPOINT_VERSION`).
+        next_page: The page the resumed walk asks first.
+        page_size: History entries per request, as in use (after a page-size cap).
+        size_proven: A full page of ``page_size`` was served: the server does not cap it.
+        content_type: The walk's ``contentType`` filter.
+        email: The Kling account.
+        since: The walk's ``since`` (epoch ms), if any.
+        anchor_ids: Work ids of the page where the walk's place is, in list order, up to the
+            last work yielded. Empty before the first page.
+        recent_ids: Ids of the last pages (already yielded), skipped by the resumed walk.
+        works: Works yielded so far, across resumes.
+        finished: The walk reached its end; a resumed walk yields nothing.
+    """
+
+    version: int = CHECKPOINT_VERSION
+    next_page: int
+    page_size: int
+    size_proven: bool = False
+    content_type: str | None = None
+    email: str | None = None
+    since: int | None = None
+    anchor_ids: list[int] = msgspec.field(default_factory=list)
+    recent_ids: list[int] = msgspec.field(default_factory=list)
+    works: int = 0
+    finished: bool = False
+
+    def to_json(self) -> bytes:
+        """This checkpoint as JSON bytes."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> WalkCheckpoint:
+        """A checkpoint saved with :meth:`to_json`.
+
+        Raises:
+            ValueError: The data is not a checkpoint of this format (one line saying why).
+        """
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not a walk checkpoint: {exc}") from None
+        return cls.from_builtins(raw)
+
+    @classmethod
+    def from_builtins(cls, raw: object) -> WalkCheckpoint:
+        """A checkpoint from decoded JSON (a dict), checked field by field.
+
+        Raises:
+            ValueError: Not a checkpoint, a checkpoint of another format, or one whose values
+                cannot be right.
+        """
+        if not isinstance(raw, dict):
+            raise ValueError("not a walk checkpoint (expected a JSON object)")
+        version = raw.get("version", 1)
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"walk checkpoint format {version!r} is not supported (this kling-async writes "
+                f"format {CHECKPOINT_VERSION}); start the walk again"
+            )
+        try:
+            checkpoint = msgspec.convert(raw, cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"damaged walk checkpoint: {exc}") from None
+        checkpoint.validate()
+        return checkpoint
+
+    def validate(self) -> None:
+        """Check the values a hand-edited checkpoint could break.
+
+        Raises:
+            ValueError: A value out of range.
+        """
+        if self.version != CHECKPOINT_VERSION:
+            raise ValueError(f"walk checkpoint format {self.version} is not supported")
+        if self.next_page < 1:
+            raise ValueError(f"damaged walk checkpoint: next_page {self.next_page} is below 1")
+        if self.page_size < 1:
+            raise ValueError(f"damaged walk checkpoint: page_size {self.page_size} is below 1")
+        if self.works < 0:
+            raise ValueError(f"damaged walk checkpoint: works {self.works} is negative")
+
+
+class PlanRequest(msgspec.Struct, frozen=True, gc=False):
+    """A request the planner wants sent: ``GET /assets/?pageNum=&pageSize=``.
+
+    ``probe`` requests ask for the head of the list (page 1, size 1); their works are never
+    yielded.
+    """
+
+    id: int
+    page_num: int
+    page_size: int
+    probe: bool = False
+
+
+class Answer(Generic[P]):
+    """What the planner reads of one answer; ``payload`` (the decoded page) rides along."""
+
+    __slots__ = ("head", "ids", "n_entries", "payload", "times")
+
+    def __init__(
+        self,
+        *,
+        n_entries: int,
+        ids: Sequence[int],
+        head: Hashable,
+        payload: P,
+        times: Sequence[int | None] | None = None,
+    ) -> None:
+        self.n_entries = n_entries
+        self.ids = ids
+        self.head = head
+        self.payload = payload
+        self.times = times
+
+
+class Batch(Generic[P]):
+    """A page released to the consumer: the indices (into ``Answer.ids``) of works to yield."""
+
+    __slots__ = ("keep", "page_num", "payload")
+
+    def __init__(self, page_num: int, payload: P, keep: list[int]) -> None:
+        self.page_num = page_num
+        self.payload = payload
+        self.keep = keep
+
+
+class WalkStats(msgspec.Struct, kw_only=True):
+    """Counters of a walk, for progress displays and summaries."""
+
+    pages: int = 0
+    """Pages handed out by this run, the final empty page included."""
+    works: int = 0
+    """Works yielded, counting those of the runs before a ``resume``."""
+    requests: int = 0
+    """HTTP requests sent (head probes and retries included)."""
+    retries: int = 0
+    """Requests retried after a transient failure."""
+    duplicates: int = 0
+    """Works skipped because the walk had already yielded them (offset drift)."""
+    refetches: int = 0
+    """Pages asked again: answered out of order while works arrived, or served twice."""
+    drift_events: int = 0
+    """Times a page answered out of order could have hidden works (the walk then asked
+    again and went on one page at a time for a while)."""
+    probes: int = 0
+    """Head probes sent (``pageNum=1&pageSize=1``) to prove pages fetched together saw the
+    same list."""
+    page_size_caps: int = 0
+    """Times the server was found to serve fewer entries per page than asked."""
+    page_size: int = 0
+    """The page size in use (smaller than asked after a cap)."""
+
+
+class _Slot(Generic[P]):
+    """One request of the walk and what is known of when it was served."""
+
+    __slots__ = (
+        "answer",
+        "covers",
+        "emit_seq",
+        "failed",
+        "hi",
+        "lo",
+        "recv_seq",
+        "refetch",
+        "req",
+        "solo",
+    )
+
+    def __init__(self, req: PlanRequest, emit_seq: int, lo: int | None) -> None:
+        self.req = req
+        self.emit_seq = emit_seq
+        self.recv_seq = 0
+        # Epochs of the head probes around it: lo, the last probe answered before it was
+        # sent; hi, the first probe sent after it was received.
+        self.lo = lo
+        self.hi: int | None = None
+        self.answer: Answer[P] | None = None
+        self.failed = False
+        self.solo = False  # sent with nothing else in flight, nothing else sent until answered
+        self.refetch = False  # a page asked again
+        self.covers: list[_Slot[P]] = []  # for a probe: the slots whose hi it decides
+
+
+class _Window:
+    """The ids the walk saw last (up to ``max_ids``), with O(1) lookups.
+
+    Ids seen again move to the back, so works still drifting across pages stay in; a page of
+    works already seen pushes nothing out.
+    """
+
+    __slots__ = ("_ids", "max_ids")
+
+    def __init__(self, max_ids: int) -> None:
+        self.max_ids = max_ids
+        self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def __contains__(self, item: int) -> bool:
+        return item in self._ids
+
+    def add(self, ids: Sequence[int]) -> None:
+        known = self._ids
+        for i in ids:
+            if i in known:
+                known.move_to_end(i)
+            else:
+                known[i] = None
+        while len(known) > self.max_ids:
+            known.popitem(last=False)
+
+    def ids(self) -> list[int]:
+        """The ids, least recently seen first."""
+        return list(self._ids)
+
+
+class _Check(Generic[P]):
+    """A full page served again for the next page: the end, or a page of arrivals?"""
+
+    __slots__ = ("above", "again", "page_num")
+
+    def __init__(self, page_num: int) -> None:
+        self.page_num = page_num
+        self.above: _Slot[P] | None = None
+        self.again: _Slot[P] | None = None
+
+
+class Planner(Generic[P]):
+    """Decides a walk: which pages to ask, which answers to trust, what to yield.
+
+    Use: send :meth:`take_requests`, cancel :meth:`take_cancels`, feed answers with
+    :meth:`receive` (or :meth:`receive_failure`) in any order, and hand out each
+    :meth:`next_batch` until it returns ``None``; then, unless :attr:`done`, wait for the
+    next answer. :meth:`checkpoint` describes the state after the last batch released.
+
+    Args:
+        page_size: History entries per request.
+        start_page: The first page (ignored with ``resume``).
+        prefetch: Pages requested ahead of the one being handed out (0: one at a time).
+        max_items: Release at most this many works.
+        max_pages: Ask for at most this many pages (head probes not counted).
+        since: Release only works created after this (epoch ms); stop at the first page that
+            reaches older works (this assumes ``createTime`` decreases down the list).
+        max_stale_pages: Raise :class:`WalkStalledError` after this many pages in a row
+            bring nothing new.
+        resume: A checkpoint to continue from (its page size, ``since`` and place win).
+    """
+
+    def __init__(
+        self,
+        *,
+        page_size: int,
+        start_page: int = 1,
+        prefetch: int = 0,
+        max_items: int | None = None,
+        max_pages: int | None = None,
+        since: int | None = None,
+        max_stale_pages: int = 3,
+        resume: WalkCheckpoint | None = None,
+    ) -> None:
+        self.size = page_size
+        self.size_proven = False
+        self.prefetch = prefetch
+        self.max_items = max_items
+        self.max_pages = max_pages
+        self.since = since
+        self.max_stale_pages = max_stale_pages
+        self.stats = WalkStats(page_size=page_size)
+        self.finished = False
+        self.failed_request: int | None = None
+        # The walk's place: pages up to _delivered are handed out. The anchor is the page
+        # holding the work furthest down the list that was handed out (its ids up to it).
+        self._delivered = start_page - 1
+        self._anchor_page = start_page
+        self._anchor: Sequence[int] = ()
+        self._searching = False  # skip works until an anchor id shows up
+        self._resumed_search = False  # the search is a resume's
+        self._search_set: frozenset[int] = frozenset()
+        self._yielded = 0
+        self._first_page = start_page  # the first page of this walk at this size
+        recent: list[int] = []
+        if resume is not None:
+            resume.validate()
+            self.size = self.stats.page_size = resume.page_size
+            self.size_proven = resume.size_proven
+            self.since = resume.since
+            self._yielded = self.stats.works = resume.works
+            self.finished = resume.finished
+            self._delivered = resume.next_page - 1
+            self._first_page = self._anchor_page = resume.next_page
+            self._anchor = list(resume.anchor_ids)
+            if self._anchor:
+                self._searching = self._resumed_search = True
+                self._search_set = frozenset(self._anchor)
+            recent = list(resume.recent_ids)
+        # Enough pages to recognise works pushed down by what arrives while the pages in
+        # flight and in the buffer are served.
+        self._seen = _Window(self._window_ids(prefetch))
+        if recent:
+            self._seen.add(recent)
+        self._last: _Slot[P] | None = None  # the slot of the last page handed out
+        self._last_ids: Sequence[int] = ()
+        self._last_entries = 0
+        self._stale = 0
+        self._loose = 0  # pages in a row that brought nothing, with other requests between
+        self._tail = page_size
+        # Requests. _seq orders every send and receipt, the causal clock of the walk.
+        self._seq = 0
+        self._next_id = 0
+        self._by_id: dict[int, _Slot[P]] = {}
+        self._pages: dict[int, _Slot[P]] = {}  # page_num -> its current request
+        self._next_emit = self._delivered + 1
+        self._page_requests = 0
+        self._out: list[PlanRequest] = []
+        self._cancels: list[int] = []
+        # Head probes: at most one in flight, so that they are totally ordered; the epoch
+        # counts the changes of head they saw.
+        self._probe: _Slot[P] | None = None
+        self._epoch: int | None = None
+        self._head: Hashable = None
+        self._need_hi: list[_Slot[P]] = []
+        # Pipelining: on while prefetch > 0, off for a calm stretch after a page had to be
+        # asked again; back on after a fresh head probe.
+        self._pipelined = prefetch > 0
+        self._repipeline = False
+        self._calm = 0
+        self._calm_needed = CALM_PAGES
+        self._pipelined_run = 0
+        self._check: _Check[P] | None = None
+        self._solo = False  # the next page goes alone
+        self._refetch_page = 0
+        self._solo_until = 0  # pages up to this one go alone, with no probe in between
+        self._solo_slot: _Slot[P] | None = None
+        self._checked = 0  # the page a check found to be a normal page
+        # A short first page while the page size is unproven: (page_num, entries).
+        self._short: tuple[int, int] | None = None
+        self._confirming = False
+        self._first_full = False  # page 1 came back full at the size asked
+        if not self.finished:
+            self._pump()
+            if prefetch > 0 and self._epoch is None and self._probe is None:
+                self._emit(1, 1, probe=True)
+
+    def _window_ids(self, prefetch: int) -> int:
+        # Works pushed down by what arrives while every page in flight or buffered, and a
+        # probe, are served: a page of arrivals per request at most (beyond, walks stall).
+        return (6 * (prefetch + 1) + 8) * self.size
+
+    # -- the driver's side --------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """No more batches will come (finished, stopped by ``max_pages``, or failed)."""
+        if self.finished or self.failed_request is not None:
+            return True
+        return not self._by_id and not self._out
+
+    @property
+    def page_size(self) -> int:
+        """The page size in use."""
+        return self.size
+
+    def take_requests(self) -> list[PlanRequest]:
+        """Requests to send now (each exactly once, in this order)."""
+        out, self._out = self._out, []
+        return out
+
+    def take_cancels(self) -> list[int]:
+        """Ids of requests sent earlier whose answers are no longer wanted."""
+        out, self._cancels = self._cancels, []
+        return out
+
+    def set_prefetch(self, prefetch: int) -> None:
+        """Change the depth of the pipeline mid-walk (from the next request on)."""
+        self.prefetch = max(0, prefetch)
+        self._seen.max_ids = max(self._seen.max_ids, self._window_ids(self.prefetch))
+        if self.prefetch == 0:
+            self._pipelined = False
+        self._pump()
+
+    def finish(self) -> None:
+        """End the walk here (a stop condition of the caller's): nothing more is asked."""
+        self.finished = True
+        self._cancel_all()
+
+    def receive(self, req_id: int, answer: Answer[P]) -> None:
+        """The answer to a request; ignored if it was cancelled."""
+        slot = self._by_id.get(req_id)
+        if slot is None or self.finished:
+            return
+        self._seq += 1
+        slot.recv_seq = self._seq
+        slot.answer = answer
+        if slot is self._probe:
+            self._probe_answered(slot, answer)
+            if slot.req.probe or self._pages.get(slot.req.page_num) is not slot:
+                del self._by_id[req_id]  # a page 1 cancelled as a page, kept as a probe
+        else:
+            self._need_hi.append(slot)
+        self._pump()
+
+    def receive_failure(self, req_id: int) -> None:
+        """A request failed for good (after the driver's retries)."""
+        slot = self._by_id.get(req_id)
+        if slot is None or self.finished:
+            return
+        slot.failed = True
+        if slot is self._probe:
+            self.failed_request = req_id
+
+    def next_batch(self) -> Batch[P] | None:
+        """The next page to hand out, or ``None`` until more answers arrive.
+
+        Raises:
+            WalkStalledError: Pages stopped bringing anything new.
+            ResumeError: A resumed walk reached the end without finding its place.
+        """
+        while not self.finished and self.failed_request is None:
+            progressed, batch = self._advance()
+            self._pump()
+            if batch is not None:
+                return batch
+            if not progressed:
+                return None
+        return None
+
+    def checkpoint(
+        self, *, content_type: str | None = None, email: str | None = None
+    ) -> WalkCheckpoint:
+        """Where the walk stands after the last batch released."""
+        return WalkCheckpoint(
+            next_page=self._anchor_page if self._anchor else self._delivered + 1,
+            page_size=self.size,
+            size_proven=self.size_proven,
+            content_type=content_type,
+            email=email,
+            since=self.since,
+            anchor_ids=list(self._anchor),
+            recent_ids=self._seen.ids(),
+            works=self._yielded,
+            finished=self.finished,
+        )
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _emit(self, page_num: int, size: int, *, probe: bool = False) -> _Slot[P]:
+        self._seq += 1
+        self._next_id += 1
+        req = PlanRequest(self._next_id, page_num, size, probe)
+        slot: _Slot[P] = _Slot(req, self._seq, self._epoch)
+        alone = True
+        for other in self._by_id.values():
+            if other.answer is None and not other.failed:
+                other.solo = alone = False
+        slot.solo = alone
+        self._by_id[req.id] = slot
+        self._out.append(req)
+        if probe:
+            self.stats.probes += 1
+        else:
+            self._page_requests += 1
+        if probe or (page_num == 1 and self._probe is None):
+            # Page 1 shows the head too: it serves as a probe when none is in flight.
+            self._probe = slot
+            # Everything received so far was served before it.
+            slot.covers, self._need_hi = self._need_hi, []
+        return slot
+
+    def _probe_answered(self, slot: _Slot[P], answer: Answer[P]) -> None:
+        head = answer.head
+        if self._epoch is None:
+            self._epoch = 0
+        elif head != self._head:
+            self._epoch += 1
+        self._head = head
+        slot.lo = slot.hi = self._epoch
+        for covered in slot.covers:
+            covered.hi = self._epoch
+        slot.covers = []
+        self._probe = None
+        if self._repipeline:
+            self._repipeline = False
+            self._pipelined = True
+
+    def _cancel(self, slot: _Slot[P]) -> None:
+        if self._by_id.pop(slot.req.id, None) is not None and slot.answer is None:
+            self._cancels.append(slot.req.id)
+        if self._pages.get(slot.req.page_num) is slot:
+            del self._pages[slot.req.page_num]
+        if slot is self._probe:
+            self._probe = None
+
+    def _cancel_pages(self, from_page: int) -> None:
+        for page_num in [p for p in self._pages if p >= from_page]:
+            slot = self._pages[page_num]
+            if slot is not self._probe:  # a page 1 serving as probe finishes its job
+                self._cancel(slot)
+            else:
+                del self._pages[page_num]
+        self._need_hi = [s for s in self._need_hi if s.req.id in self._by_id]
+
+    def _cancel_all(self) -> None:
+        for slot in list(self._by_id.values()):
+            self._cancel(slot)
+        self._pages.clear()
+        self._need_hi = []
+        self._probe = None
+
+    def _pipelining(self) -> bool:
+        return (
+            self._pipelined
+            and self.prefetch > 0
+            and self.size_proven
+            and self._epoch is not None
+            and not self._searching
+            and self._check is None
+        )
+
+    def _depth(self) -> int:
+        """Page requests to keep in flight now."""
+        depth = 1 + (self.prefetch if self._pipelining() else 0)
+        if self.max_items is not None:
+            remaining = max(0, self.max_items - self._yielded)
+            depth = min(depth, -(-remaining // self.size))
+        return depth
+
+    def _pump(self) -> None:
+        """Send what the state calls for: pages to fill the pipeline, and head probes."""
+        if self.finished or self.failed_request is not None:
+            return
+        if self._check is not None:
+            self._pump_check()
+            return
+        solo = self._solo_slot
+        if solo is not None:
+            if solo.answer is None and not solo.failed and solo.req.id in self._by_id:
+                return  # nothing else goes out while it is in flight
+            self._solo_slot = None
+        if self._solo:
+            if self._by_id or self._probe is not None:
+                return
+            self._solo = False
+            page_num = max(self._next_emit, self._delivered + 1)
+            slot = self._emit(page_num, self.size)
+            slot.refetch = True
+            self._pages[page_num] = slot
+            self._next_emit = page_num + 1
+            self._solo_slot = slot
+            return
+        depth = self._depth()
+        in_flight = 0
+        end_at: int | None = None
+        for p, s in self._pages.items():
+            if s.answer is None:
+                in_flight += 1
+            elif s.answer.n_entries == 0 and (end_at is None or p < end_at):
+                end_at = p
+        buffered = len(self._pages) - in_flight
+        while in_flight < depth and buffered < 4 * depth:
+            if self.max_pages is not None and self._page_requests >= self.max_pages:
+                break
+            page_num = max(self._next_emit, self._delivered + 1)
+            if page_num in self._pages or (end_at is not None and page_num > end_at):
+                break
+            slot = self._emit(page_num, self.size)
+            slot.refetch = page_num == self._refetch_page
+            self._pages[page_num] = slot
+            self._next_emit = page_num + 1
+            in_flight += 1
+        if self._probe is not None or (self._delivered < self._solo_until and in_flight):
+            return  # (pages asked again one right after the other: nothing in between)
+        if self._repipeline:
+            self._emit(1, 1, probe=True)
+        elif self._need_hi:
+            # One probe answers for every page received before it was sent: send one when
+            # enough are waiting, or when waiting is all that is left to do.
+            nxt = self._pages.get(self._delivered + 1)
+            blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
+            if blocked and (
+                len(self._need_hi) >= 2 * depth
+                or in_flight == 0
+                or buffered >= 3 * depth
+                or not self._pipelining()
+                or (nxt is not None and nxt.answer is not None and nxt.answer.n_entries == 0)
+            ):
+                self._emit(1, 1, probe=True)
+
+    # -- handing pages out --------------------------------------------------------------
+
+    def _overlaps(self, answer: Answer[P]) -> bool:
+        if not self._last_ids:
+            return False
+        last = set(self._last_ids)
+        return any(i in last for i in answer.ids)
+
+    def _progress(self, ids: Sequence[int], slot: _Slot[P]) -> bool:
+        """Whether a page reaches further down the list than the page before.
+
+        It does if it holds that page's last work followed by more, or nothing of that page
+        (the next stretch down, when nothing arrived in between: see :meth:`_adjacent`).
+        """
+        last_ids = self._last_ids
+        if not last_ids:
+            return True
+        tail = last_ids[-1]
+        for k, wid in enumerate(ids):
+            if wid == tail:
+                return k < len(ids) - 1
+        previous = set(last_ids)
+        return not any(wid in previous for wid in ids) and self._adjacent(slot)
+
+    def _verdict(self, slot: _Slot[P]) -> str:
+        """``accept``, ``wait`` or ``reject`` the next page: was it served after the last?"""
+        last = self._last
+        if last is None:
+            return "accept"  # the first page of the walk (or of a search)
+        if slot.emit_seq > last.recv_seq:
+            return "accept"  # asked after the page above was received
+        assert slot.answer is not None
+        if slot.answer.n_entries and self._overlaps(slot.answer):
+            return "accept"  # holds a work of the page above, so it was served after it
+        if slot.lo is None:
+            return "reject"  # sent before any probe was answered: nothing can vouch for it
+        if last.hi is None:
+            return "wait"
+        if last.hi <= slot.lo:
+            return "accept"  # no work arrived between the head probes around the two pages
+        return "reject"
+
+    def _advance(self) -> tuple[bool, Batch[P] | None]:
+        """Try to hand out the next page: (whether anything changed, the batch if any)."""
+        if self._check is not None:
+            return self._advance_check(), None
+        n = self._delivered + 1
+        slot = self._pages.get(n)
+        if slot is None:
+            return False, None
+        if slot.failed:
+            self.failed_request = slot.req.id
+            return True, None
+        if slot.answer is None:
+            return False, None
+        verdict = self._decide(slot)
+        if verdict == "wait":
+            return False, None
+        if verdict == "reject":
+            self._drift(n)
+            return True, None
+        if verdict == "lost":
+            self._search_from_anchor()
+            return True, None
+        return True, self._deliver(n, slot)
+
+    def _decide(self, slot: _Slot[P]) -> str:
+        verdict = self._verdict(slot)
+        return self._placement(slot) if verdict == "accept" else verdict
+
+    def _placement(self, slot: _Slot[P]) -> str:
+        """Where a page served after the last one lies against the walk's place.
+
+        A page holding the last work handed out goes on from it; one holding works seen
+        before but not that one lies above it (works arrived), and the walk reads on down
+        without yielding until it shows up. A page of works all new is the next stretch
+        only if nothing arrived since the page before was served: proved when the two were
+        asked one after the other with nothing else in flight (then fewer than a page of
+        works can have arrived, and any would have repeated the last work here), or when
+        head probes around both show the same head. Otherwise the walk goes back to where
+        its place was last seen and reads down to it (``lost``).
+        """
+        anchor = self._anchor
+        last = self._last
+        answer = slot.answer
+        assert answer is not None
+        if self._searching or not anchor or last is None or not answer.ids:
+            return "accept"
+        if anchor[-1] in answer.ids or any(wid in self._seen for wid in answer.ids):
+            return "accept"
+        if self._tight(slot, last):
+            return "accept"
+        if last.lo is not None:
+            if slot.hi is None:
+                return "wait"
+            if last.lo == slot.hi:
+                return "accept"
+        return "lost"
+
+    @staticmethod
+    def _tight(slot: _Slot[P], last: _Slot[P]) -> bool:
+        """Asked right after the page above was received, each alone: at most one request's
+        arrivals between the two."""
+        return slot.solo and last.solo and slot.emit_seq == last.recv_seq + 1
+
+    def _adjacent(self, slot: _Slot[P]) -> bool:
+        """Nothing (or at most one request's arrivals) came between the page above and this
+        one: asked tight, or head probes around both saw the same head."""
+        last = self._last
+        if last is None:
+            return True
+        if self._tight(slot, last):
+            return True
+        return last.lo is not None and slot.hi is not None and last.lo == slot.hi
+
+    def _rewind(self, page_num: int) -> None:
+        """Ask again from ``page_num`` (handed out already), one page at a time, alone."""
+        self.stats.refetches += 1
+        self._stale += 1
+        if self._stale >= self.max_stale_pages:
+            raise WalkStalledError(page_num + 1, self._stale)
+        self._cancel_all()
+        self._delivered = page_num - 1
+        self._next_emit = self._refetch_page = page_num
+        self._solo = True
+        self._solo_until = page_num + 1
+        self._stop_pipelining()
+
+    def _search_from_anchor(self) -> None:
+        """Read again from the page where the walk's place was last seen, down to it."""
+        self.stats.refetches += 1
+        log.debug(
+            "page %d may be a page of arrivals: finding the walk's place again", self._delivered + 1
+        )
+        self._cancel_all()
+        self._delivered = self._anchor_page - 1
+        self._next_emit = self._anchor_page
+        self._searching = True
+        self._search_set = frozenset(self._anchor)
+        self._last = None
+        self._last_ids = ()
+        self._solo = True
+        self._stop_pipelining()
+
+    def _drift(self, n: int, *, solo: bool = False) -> None:
+        """Works arrived while page ``n`` was in flight with the page above: ask it again
+        (with ``solo``, with no other request in flight)."""
+        self.stats.drift_events += 1
+        self.stats.refetches += 1
+        log.debug("page %d may hide works (answered out of order): asking it again", n)
+        if solo:
+            self._cancel_all()
+            self._solo = True
+        else:
+            self._cancel_pages(n)
+        self._next_emit = self._refetch_page = n
+        self._stop_pipelining()
+
+    def _stop_pipelining(self) -> None:
+        """One page at a time for a calm stretch (longer after each pipelining cut short)."""
+        if self._pipelined:
+            self._pipelined = False
+            self._calm = 0
+            if self._pipelined_run < 8 * CALM_PAGES:
+                self._calm_needed = min(2 * self._calm_needed, MAX_CALM_PAGES)
+        self._pipelined_run = 0
+
+    def _deliver(self, n: int, slot: _Slot[P]) -> Batch[P] | None:
+        answer = slot.answer
+        assert answer is not None
+        del self._pages[n]
+        self._by_id.pop(slot.req.id, None)
+        ids = answer.ids
+        entries = answer.n_entries
+        seen = self._seen
+
+        if self._short is not None and self._short[0] == n - 1:
+            short_page, short_entries = self._short
+            self._short = None
+            if entries == 0 or list(ids) == list(self._last_ids):
+                if short_page == 1 and not self._confirming:
+                    # A short first page, then nothing: the end, or a server that caps the
+                    # page size and counts offsets by the size asked (the rest of each page
+                    # is never served). The next page at the size served tells them apart.
+                    self._resize(short_entries, short_page, confirm=True)
+                    return None
+            elif list(ids) != list(self._last_ids) and any(i not in seen for i in ids):
+                self._resize(short_entries, short_page, confirm=False)
+                return None
+            elif self._searching:
+                # Searching, works seen before are no evidence of drift: a short page with
+                # more after it may be a capped one. Read on at the size served.
+                self._resize(short_entries, short_page, confirm=True)
+                return None
+        if self._confirming:
+            # Page 2 at the size page 1 was served with: new works after the last work of
+            # page 1 (or only new works) are the rest of a capped page 1; page 1 again is
+            # a server repeating the last page past the end.
+            self._confirming = False
+            if list(ids) == list(self._last_ids):
+                self._repeated(n)
+                return None
+            tail = list(ids)
+            if self._last_ids and self._last_ids[-1] in tail:
+                tail = tail[tail.index(self._last_ids[-1]) + 1 :]
+            elif any(i in seen for i in tail):
+                tail = []
+            if any(i not in seen for i in tail):
+                self._cap_found(self._last_entries)
+        if entries == 0:
+            self._at_end(n)
+            return None
+        if (
+            self._last is not None
+            and self._last.req.page_num == n - 1
+            and n != self._checked
+            and ids
+            and list(ids) == list(self._last_ids)
+        ):
+            last = self._last
+            tight = self._tight(slot, last)
+            if not tight and self._last_entries >= self.size and n > 2:
+                # Other requests were served between the two: exactly a page of works may
+                # have arrived. Ask both again, one right after the other, alone.
+                self._rewind(n - 1)
+                return None
+            self._repeated(n)
+            return None
+
+        self.stats.pages += 1
+        if n == 1 and self._last is None:
+            self._first_full = entries >= self.size
+        if entries >= self.size:
+            self.size_proven = True
+        elif not self.size_proven and n == self._first_page:
+            self._short = (n, entries)
+
+        keep: list[int] = []
+        start = 0
+        found = False
+        anchor = self._anchor
+        if (
+            not self._searching
+            and anchor
+            and anchor[-1] not in ids
+            and any(wid in seen for wid in ids)
+        ):
+            # The page lies wholly above the last work handed out (works arrived and
+            # pushed it down): everything above that work was handed out or arrived
+            # since, so read on without yielding until it shows up again, one page at a
+            # time (the pages in flight were pushed up too).
+            self._searching = True
+            self._search_set = frozenset(anchor)
+            self._cancel_pages(n + 1)
+            self._next_emit = n + 1
+            self._stop_pipelining()
+        if self._searching:
+            search = self._search_set
+            found_at = -1
+            for i, wid in enumerate(ids):
+                if wid in search:
+                    found_at = i
+            # The anchor ids are consecutive in the list, the place after the last of them:
+            # it is here if the page holds that one, or anything after another of them.
+            if found_at >= 0 and (ids[found_at] == anchor[-1] or found_at < len(ids) - 1):
+                # Everything after the last work handed out is new to this walk.
+                self._searching = self._resumed_search = False
+                found = True
+                start = found_at + 1
+                log.debug("the walk found its place again on page %d", n)
+            else:
+                start = len(ids)  # works above the place: handed out before, or arrivals
+        on_page: set[int] = set()
+        for i in range(start, len(ids)):
+            wid = ids[i]
+            if wid in seen or wid in on_page:
+                continue
+            on_page.add(wid)
+            keep.append(i)
+        self.stats.duplicates += len(ids) - start - len(keep)
+        seen.add(ids)
+
+        if self.since is not None and answer.times is not None and keep:
+            times = answer.times
+            since = self.since
+            old = {i for i in keep if (t := times[i]) is not None and t <= since}
+            if old:
+                keep = [i for i in keep if i not in old]
+                self.finished = True
+        if self.max_items is not None and len(keep) >= self.max_items - self._yielded:
+            keep = keep[: max(0, self.max_items - self._yielded)]
+            self.finished = True
+
+        # Runaway guard: pages that bring nothing new and reach no further down the list
+        # than the page before (a page that shrinks towards the end is progress too).
+        progress = self._progress(ids, slot)
+        if found or progress:
+            self._stale = self._loose = 0
+            self._tail = self.size
+        elif entries < self._tail:
+            # A page shorter than any since the last progress: the tail, re-served on ever
+            # shorter pages as works arrive (it can shrink only so often).
+            self._stale = 0
+            self._tail = entries
+        elif slot.refetch:
+            pass  # a page asked again is expected to hold what was seen: the ask counted
+        elif self._last is not None and not self._tight(slot, self._last):
+            # Other requests (and their arrivals) came between the two: no verdict yet. Go
+            # on one page at a time, where a page that brings nothing means something.
+            self._loose += 1
+            if self._loose >= self.max_stale_pages:
+                self._loose = 0
+                self._stop_pipelining()
+                self._solo_until = n + self.max_stale_pages + 1
+        else:
+            self._stale += 1
+            if self._stale >= self.max_stale_pages:
+                raise WalkStalledError(n, self._stale)
+
+        # The walk's place (the last work handed out, the anchor) moves to this page: it holds
+        # the anchor, or nothing seen before (the stretch after it).
+        if not self._searching and ids:
+            end = keep[-1] + 1 if (self.finished and keep) else len(ids)
+            self._anchor = ids[:end]
+            self._anchor_page = n
+
+        if self._pipelining():
+            self._pipelined_run += 1
+            if self._pipelined_run >= 8 * CALM_PAGES:
+                self._calm_needed = CALM_PAGES
+        elif self.prefetch and not self._pipelined and not self._repipeline:
+            self._calm += 1
+            if self._calm >= self._calm_needed:
+                # A fresh probe first, so that the pages sent next can be vouched for.
+                self._calm = 0
+                self._repipeline = True
+
+        self._delivered = n
+        self._last = slot
+        self._last_ids = ids
+        self._last_entries = entries
+        self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
+        self._yielded += len(keep)
+        self.stats.works = self._yielded
+        if self.finished:
+            self._cancel_all()
+        return Batch(n, answer.payload, keep)
+
+    def _at_end(self, n: int) -> None:
+        """Page ``n`` is past the end (empty, or the last page served again)."""
+        if self._searching:
+            if self._resumed_search:
+                raise ResumeError(
+                    f"the resumed walk reached the end (page {n}) without finding where its "
+                    "checkpoint left off: the works it ended on were deleted; start a new walk"
+                )
+            # Lost in works arriving faster than it reads (or works deleted under it).
+            raise WalkStalledError(n, self._stale + 1)
+        self.stats.pages += 1
+        self.finished = True
+        self._cancel_all()
+
+    def _cap_found(self, entries: int) -> None:
+        self.stats.page_size_caps += 1
+        log.warning(
+            "the server serves at most %d entries per page: going on with pageSize=%d",
+            entries,
+            entries,
+        )
+
+    def _resize(self, entries: int, short_page: int, *, confirm: bool) -> None:
+        """Go on at the page size the server serves, from where the walk's place is."""
+        self._cancel_all()
+        self.size = self.stats.page_size = entries
+        self.size_proven = False
+        if short_page == 1:
+            # Page 1 is the same at either size: carry on with page 2 at the size served.
+            self._confirming = confirm
+            if not confirm:
+                self._cap_found(entries)
+            self._next_emit = 2
+        else:
+            # Page N of the old size sits further down at the new size if the server counts
+            # offsets by the size asked: search for the walk's place from the earliest.
+            self._cap_found(entries)
+            self._delivered = short_page - 1
+            self._next_emit = self._first_page = short_page
+            self._last = None
+            self._last_ids = ()
+            if self._anchor:
+                self._searching = True
+                self._search_set = frozenset(self._anchor)
+        self._pump()
+
+    # -- a full page served again for the next page --------------------------------------
+
+    def _repeated(self, n: int) -> None:
+        """Page ``n`` holds exactly the works of page ``n - 1``."""
+        if self._last_entries < self.size and self.size_proven:
+            # A short page served again: the list ends there whatever else happened (unless
+            # the server caps the page size: then it is checked like a full page).
+            self._at_end(n)
+            return
+        # The end (a proxy repeating the last page; or, for page 2, a server ignoring
+        # pageNum), or exactly a page of works arrived in between. Ask both pages again
+        # between two head probes to tell. Works arriving all the time keep it from ever
+        # telling: that counts towards a stall.
+        self._stale += 1
+        if self._stale >= self.max_stale_pages:
+            raise WalkStalledError(n, self._stale)
+        self._cancel_pages(n)
+        self._check = _Check(n)
+        self._pump_check()
+
+    def _pump_check(self) -> None:
+        check = self._check
+        assert check is not None
+        if check.above is None:
+            if self._epoch is None:
+                if self._probe is None:
+                    self._emit(1, 1, probe=True)
+                return
+            check.above = self._emit(check.page_num - 1, self.size)
+            check.again = self._emit(check.page_num, self.size)
+            check.above.refetch = check.again.refetch = True
+            self.stats.refetches += 2
+            return
+        again = check.again
+        assert again is not None
+        if (
+            self._probe is None
+            and check.above.answer is not None
+            and again.answer is not None
+            and again in self._need_hi
+        ):
+            self._emit(1, 1, probe=True)
+
+    def _advance_check(self) -> bool:
+        check = self._check
+        assert check is not None
+        above, again = check.above, check.again
+        if above is None or again is None:
+            return False
+        for s in (above, again):
+            if s.failed:
+                self.failed_request = s.req.id
+                return True
+        if above.answer is None or again.answer is None or again.hi is None or above.hi is None:
+            return False
+        self._by_id.pop(above.req.id, None)
+        self._check = None
+        one_list = above.lo == again.lo == above.hi == again.hi
+        if one_list and list(above.answer.ids) == list(again.answer.ids):
+            # Both pages from one list: page n is not what lies at its offset.
+            if check.page_num == 2 and len(above.answer.ids) and self._first_full:
+                # A full first page served again for page 2: a server that ignores pageNum
+                # (or repeats a last page that is also the first: it cannot say which).
+                raise WalkStalledError(2, self._stale + 1)
+            # A server that repeats the last page past the end: the list ends there.
+            self._at_end(check.page_num)
+            return True
+        # Works arrived in between (or the pages differ): ask both again, one right after
+        # the other (a stall if works keep arriving a page at a time).
+        if list(above.answer.ids) != list(again.answer.ids):
+            self._checked = check.page_num
+            self._pages[check.page_num] = again
+            self._next_emit = check.page_num + 1
+            return True
+        self._rewind(check.page_num - 1)
+        return True

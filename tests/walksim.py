@@ -1,0 +1,143 @@
+"""A simulation harness for the walk planner: a model of the assets list and a scheduler.
+
+The list is newest first; works arrive at its head (and may be deleted) as requests are
+served. The scheduler serves in-flight requests in any order and hands the answers to the
+planner in any order (a request is served when it is chosen, answered later), as a server
+with several backends and a network in between may. Pages may be capped below the size asked
+(offsets counted by the size asked or served), and a page past the end comes back empty or
+repeats the last page. Each answer could carry any server clock: the planner never reads one,
+so no clock behaviour can change what it does (the answer it gets has no clock field).
+
+Everything is plain code driven by a ``random.Random``: thousands of schedules run in
+seconds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kling_async._planner import Answer, Batch, Planner, WalkCheckpoint
+
+Task = tuple[int, ...]  # the work ids of one history entry
+
+
+@dataclass
+class Server:
+    """The assets list and how the server pages it."""
+
+    tasks: list[Task]
+    cap: int | None = None  # most entries served per page
+    offsets_by_served: bool = False  # offsets counted by the size served (else asked)
+    repeat_past_end: bool = False  # past the end, serve the last page again
+    next_id: int = 10_000_000
+    served: int = 0
+
+    @classmethod
+    def build(cls, rng: random.Random, n_tasks: int, **kwargs: object) -> Server:
+        tasks: list[Task] = []
+        next_id = 1
+        for _ in range(n_tasks):
+            k = 1 if rng.random() < 0.8 else rng.randint(2, 4)
+            tasks.append(tuple(range(next_id, next_id + k)))
+            next_id += k
+        return cls(tasks=tasks, **kwargs)  # type: ignore[arg-type]
+
+    def ids(self) -> list[int]:
+        return [w for t in self.tasks for w in t]
+
+    def arrive(self, n: int) -> None:
+        for _ in range(n):
+            self.tasks.insert(0, (self.next_id,))
+            self.next_id += 1
+
+    def delete(self, rng: random.Random) -> None:
+        if self.tasks:
+            del self.tasks[rng.randrange(len(self.tasks))]
+
+    def answer(self, page_num: int, size: int) -> Answer[list[int]]:
+        self.served += 1
+        served = min(size, self.cap) if self.cap else size
+        step = served if self.offsets_by_served else size
+        offset = (page_num - 1) * step
+        entries = self.tasks[offset : offset + served]
+        if not entries and self.repeat_past_end and self.tasks:
+            last = (len(self.tasks) - 1) // step * step
+            entries = self.tasks[last : last + served]
+        ids = [w for t in entries for w in t]
+        head = entries[0] if entries else None
+        return Answer(n_entries=len(entries), ids=ids, head=head, payload=ids)
+
+
+@dataclass
+class Schedule:
+    """How the world behaves while the walk runs."""
+
+    rng: random.Random
+    max_arrivals: int = 0  # works arriving before each request is served: 0..max
+    arrival_chance: float = 0.5
+    delete_chance: float = 0.0
+    deliver_bias: float = 0.5  # chance to hand an answer over rather than serve a request
+
+
+@dataclass
+class Run:
+    yielded: list[int] = field(default_factory=list)
+    checkpoints: list[tuple[int, WalkCheckpoint]] = field(default_factory=list)
+    stalled: bool = False
+    finished: bool = False
+    requests: int = 0
+
+
+def drive(
+    planner: Planner[list[int]],
+    server: Server,
+    schedule: Schedule,
+    *,
+    on_batch: Callable[[Batch[list[int]]], None] | None = None,
+    keep_checkpoints: bool = False,
+    max_steps: int = 200_000,
+) -> Run:
+    """Run ``planner`` against ``server`` until it is done; WalkStalledError propagates."""
+    rng = schedule.rng
+    run = Run()
+    waiting: dict[int, tuple[int, int]] = {}  # sent, not served: id -> (page, size)
+    answered: dict[int, Answer[list[int]]] = {}  # served, not yet handed to the planner
+
+    def flush() -> None:
+        for req in planner.take_requests():
+            waiting[req.id] = (req.page_num, req.page_size)
+            run.requests += 1
+        for rid in planner.take_cancels():
+            waiting.pop(rid, None)
+            answered.pop(rid, None)
+
+    for _ in range(max_steps):
+        flush()
+        batch = planner.next_batch()
+        flush()
+        if batch is not None:
+            run.yielded.extend(batch.payload[i] for i in batch.keep)
+            if keep_checkpoints:
+                run.checkpoints.append((len(run.yielded), planner.checkpoint()))
+            if on_batch is not None:
+                on_batch(batch)
+            continue
+        if planner.done:
+            run.finished = planner.finished
+            return run
+        can_serve, can_answer = bool(waiting), bool(answered)
+        assert can_serve or can_answer, "the planner waits for nothing"
+        if can_answer and (not can_serve or rng.random() < schedule.deliver_bias):
+            rid = rng.choice(list(answered))
+            planner.receive(rid, answered.pop(rid))
+        else:
+            rid = rng.choice(list(waiting))
+            page_num, size = waiting.pop(rid)
+            if schedule.max_arrivals and rng.random() < schedule.arrival_chance:
+                server.arrive(rng.randint(1, schedule.max_arrivals))
+            if schedule.delete_chance and rng.random() < schedule.delete_chance:
+                server.delete(rng)
+            answered[rid] = server.answer(page_num, size)
+    raise AssertionError("the walk did not end")
