@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import stat
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable, Collection
@@ -39,14 +41,20 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 import aiohttp
 from yarl import URL
 
-from ._http import FILE_TYPES
-from .errors import KlingError, TransportError
+from ._http import FILE_TYPES, check_seconds
+from .errors import KlingError, RedirectError, TransportError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # aiohttp depends on async-timeout before 3.11
+    from async_timeout import timeout as _deadline  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     from ._session import KlingSession
     from .models import Work
 
 __all__ = [
+    "DEFAULT_MIN_RATE",
     "FILE_EXTENSIONS",
     "DownloadError",
     "DownloadJob",
@@ -57,6 +65,9 @@ __all__ = [
 
 FILE_EXTENSIONS: Final = {file_type: file_type.lower() for file_type in FILE_TYPES}
 """The file types ``GET /assets/download`` knows, and the extension each is saved with."""
+
+DEFAULT_MIN_RATE: Final = 1024.0
+"""Bytes per second a CDN download must average over each window of ``timeout`` seconds."""
 
 _SAFE_EXTENSIONS: Final = frozenset(FILE_EXTENSIONS.values())
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -192,8 +203,8 @@ class Downloader:
     Ctrl-C) cancels the downloads in flight and removes their ``.part`` files.
 
     Args:
-        kling: The session: ``get_download_link`` for the links, ``kling.http`` (no default
-            headers) for the CDN, and its retry settings.
+        kling: The session: ``get_download_link`` for the links, ``open_cdn`` (no token)
+            for the CDN, and its retry settings.
         directory: Where files go; created if missing.
         jobs: Works downloaded at once.
         file_types: Only these types (``MP4``, ``PNG``, ``MP3``, ``WAV``); None for every
@@ -202,6 +213,11 @@ class Downloader:
         max_file_bytes: Largest body accepted from the CDN.
         max_unzipped_bytes: Largest total of a zip's uncompressed entries.
         max_entries: Most entries accepted in one zip.
+        timeout: Seconds allowed to connect to the CDN and between two reads; also the
+            window over which ``min_rate`` is measured.
+        min_rate: Bytes per second a file must average over each ``timeout`` window, or it
+            fails as too slow (and is retried like other transient failures); 0 turns the
+            check off. Without it, a CDN trickling a byte now and then would never time out.
         on_progress: Called after each chunk received and each file written.
         on_error: Called with a one-line message for each failed work.
     """
@@ -217,11 +233,16 @@ class Downloader:
         max_file_bytes: int = 8 * 1024**3,
         max_unzipped_bytes: int = 8 * 1024**3,
         max_entries: int = 1000,
+        timeout: float = 30.0,
+        min_rate: float = DEFAULT_MIN_RATE,
         on_progress: Callable[[], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
+        check_seconds("timeout", timeout, positive=True)
+        if not math.isfinite(min_rate) or min_rate < 0:
+            raise ValueError(f"min_rate must be a finite number >= 0, got {min_rate}")
         if file_types is not None:
             unknown = sorted(set(file_types) - FILE_EXTENSIONS.keys())
             if unknown:
@@ -236,7 +257,11 @@ class Downloader:
         self.max_entries = max_entries
         self._on_progress = on_progress or (lambda: None)
         self._on_error = on_error or (lambda message: None)
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+        self.timeout = timeout
+        self.min_rate = min_rate
+        # No total: a big file may take long. A stall between reads, and a trickle slower
+        # than min_rate (checked in _stream), are what fail.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._queue: asyncio.Queue[DownloadJob | None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self.stats = DownloadStats()
@@ -382,8 +407,14 @@ class Downloader:
 
     async def _fetch_once(self, url: URL, part: Path) -> bool:
         try:
-            # KlingSession.open_cdn never sends the token and follows redirects by hand.
-            async with self._kling.open_cdn(url, timeout=self._timeout) as resp:
+            async with contextlib.AsyncExitStack() as stack:
+                # aiohttp's per-read timeout does not stop headers trickling in a byte at a
+                # time: the answer's head gets `timeout` seconds in all.
+                async with _deadline(self.timeout):
+                    # KlingSession.open_cdn never sends the token, follows redirects by hand.
+                    resp = await stack.enter_async_context(
+                        self._kling.open_cdn(url, timeout=self._timeout)
+                    )
                 where = _where(resp.url)
                 if resp.status in _TRANSIENT:
                     raise _Transient(f"CDN answered HTTP {resp.status} ({where})")
@@ -395,22 +426,34 @@ class Downloader:
                         f"file of {length} bytes exceeds the {self.max_file_bytes} limit"
                     )
                 return await self._stream(resp, part)
-        except TransportError as exc:  # a redirect to a non-http(s) URL, or too many
+        except RedirectError as exc:  # a URL that is not usable http(s), or too many hops
             raise DownloadError(str(exc)) from None
-        except aiohttp.InvalidURL as exc:
-            raise DownloadError(f"unusable CDN URL: {exc}") from None
-        except (TimeoutError, asyncio.TimeoutError):  # distinct types before 3.11
-            raise _Transient(f"CDN timed out ({_where(url)})") from None
-        except aiohttp.ClientError as exc:
-            raise _Transient(f"{type(exc).__name__} from CDN ({_where(url)})") from None
+        except TransportError as exc:  # connection failures, timeouts, broken responses
+            raise _Transient(f"CDN: {exc}") from None
+        except (TimeoutError, asyncio.TimeoutError):  # _deadline; distinct types before 3.11
+            raise _Transient(
+                f"CDN: no response within {self.timeout:g} s ({_where(url)})"
+            ) from None
 
     async def _stream(self, resp: aiohttp.ClientResponse, part: Path) -> bool:
         head = b""
         size = 0
         stats = self.stats
+        clock = asyncio.get_running_loop().time
+        window_start, window_bytes = clock(), 0
         try:
             with _create_part(part) as file:
                 async for chunk in resp.content.iter_chunked(_CHUNK):
+                    window_bytes += len(chunk)
+                    elapsed = clock() - window_start
+                    if elapsed >= self.timeout:
+                        if window_bytes < self.min_rate * elapsed:
+                            raise _Transient(
+                                f"CDN too slow: {window_bytes} bytes in {elapsed:.1f} s, under "
+                                f"the minimum rate of {self.min_rate:g} bytes/s "
+                                f"({_where(resp.url)})"
+                            )
+                        window_start, window_bytes = clock(), 0
                     size += len(chunk)
                     if size > self.max_file_bytes:
                         raise DownloadError(f"file exceeds the {self.max_file_bytes} bytes limit")

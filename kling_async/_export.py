@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Annotated, BinaryIO, Final
 
 import msgspec
 
-from ._download import Downloader, DownloadStats
-from ._http import DEFAULT_BASE_URL
+from ._download import DEFAULT_MIN_RATE, Downloader, DownloadStats
+from ._http import BASE_URL_ENV, DEFAULT_BASE_URL, env_base_url, normalize_base_url
 from ._progress import Progress, format_bytes, format_duration
 from ._session import KlingSession
 from ._walk import Walk, WalkCheckpoint
@@ -86,8 +86,8 @@ class ExportState(msgspec.Struct, kw_only=True):
     """
 
     version: int = STATE_VERSION
-    out_bytes: int
-    works: int
+    out_bytes: Annotated[int, msgspec.Meta(ge=0)]
+    works: Annotated[int, msgspec.Meta(ge=0)]
     finished: bool = False
     options: ExportOptions
     walk: WalkCheckpoint
@@ -129,6 +129,8 @@ class ExportConfig:
     timeout: float = 30.0
     max_retries: int = 5
     backoff_base: float = 1.0
+    min_rate: float = DEFAULT_MIN_RATE
+    """Bytes per second a media download must average over each ``timeout`` window."""
     download_limit: int | None = None
     """Download the files of at most this many works of this run (the demo's few files)."""
 
@@ -244,11 +246,16 @@ def _line(raw: msgspec.Raw) -> bytes:
 
 def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOptions:
     """The options of this run: the command line's, checked against a checkpoint's."""
+    if not config.base_url and (from_env := env_base_url()) is not None:
+        try:
+            normalize_base_url(from_env, name=BASE_URL_ENV)
+        except ValueError as exc:
+            raise ExportUsageError(str(exc)) from None
     # Absolute: a resumed export may run from another working directory.
     download_dir = str(Path(config.download_dir).absolute()) if config.download_dir else None
     if state is None:
         return ExportOptions(
-            base_url=config.base_url or DEFAULT_BASE_URL,
+            base_url=config.base_url or env_base_url() or DEFAULT_BASE_URL,
             email=config.email,
             content_type=config.content_type,
             page_size=config.page_size or DEFAULT_PAGE_SIZE,
@@ -271,7 +278,7 @@ def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOpt
                 "keeps its options; drop the option, or start over with --force"
             )
     return ExportOptions(
-        base_url=config.base_url or saved.base_url,
+        base_url=config.base_url or env_base_url() or saved.base_url,
         email=saved.email,
         content_type=saved.content_type,
         page_size=saved.page_size,
@@ -290,9 +297,9 @@ def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
             raise ExportUsageError("--resume needs an output file; stdout (-) cannot be resumed")
         return None, None
     out = Path(config.out)
+    if out.is_dir() or not out.name:  # "." or "" has no name to put a checkpoint beside
+        raise ExportUsageError(f"{config.out!r} is not a file name; give one for the JSONL")
     ckpt = checkpoint_path(out)
-    if out.is_dir():
-        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
     exists = out.exists() and out.stat().st_size > 0
     if not config.resume:
         if exists and not config.force:
@@ -422,21 +429,50 @@ class _Export:
         elif self.reported == MAX_REPORTED_FAILURES + 1:
             self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
 
+    def _make_walk(self) -> Walk:
+        options, state = self.options, self.state
+        try:
+            return self.kling.walk(
+                raw=True,
+                page_size=options.page_size,
+                content_type=options.content_type,
+                since=options.since,
+                max_items=options.max_items,
+                prefetch=self.config.prefetch,
+                resume=state.walk if state is not None else None,
+            )
+        except (ValueError, TypeError) as exc:
+            if state is None or self.out is None:
+                raise
+            # The command line's options are checked by argparse: these come from the file.
+            ckpt = checkpoint_path(self.out)
+            raise ExportUsageError(
+                f"damaged checkpoint {ckpt}: {exc}; start over with --force"
+            ) from None
+
     async def run(self) -> ExportResult:
         options = self.options
+        self._make_walk()  # a damaged checkpoint is refused before OUT is touched
         self.progress.restart()
         if options.download_dir:
-            self.downloader = Downloader(
-                self.kling,
-                options.download_dir,
-                jobs=self.config.jobs,
-                file_types=options.file_types,
-                email=options.email,
-                on_progress=self._show,
-                on_error=self._report,
-            )
-            self.result.downloads = self.downloader.stats
-            self.downloader.start()
+            try:
+                self.downloader = Downloader(
+                    self.kling,
+                    options.download_dir,
+                    jobs=self.config.jobs,
+                    file_types=options.file_types,
+                    email=options.email,
+                    timeout=self.config.timeout,
+                    min_rate=self.config.min_rate,
+                    on_progress=self._show,
+                    on_error=self._report,
+                )
+                self.result.downloads = self.downloader.stats
+                self.downloader.start()
+            except ValueError as exc:  # file types or a path (a NUL) from a damaged checkpoint
+                raise ExportUsageError(
+                    f"cannot download into {options.download_dir!r}: {exc}"
+                ) from None
         try:
             await self._run()
         finally:
@@ -477,15 +513,7 @@ class _Export:
 
     async def _walk(self) -> None:
         options, state, result, out = self.options, self.state, self.result, self.out
-        walk = self.kling.walk(
-            raw=True,
-            page_size=options.page_size,
-            content_type=options.content_type,
-            since=options.since,
-            max_items=options.max_items,
-            prefetch=self.config.prefetch,
-            resume=state.walk if state is not None else None,
-        )
+        walk = self._make_walk()
         ckpt = checkpoint_path(out) if out is not None else None
         self.out_bytes = state.out_bytes if state is not None else 0
 

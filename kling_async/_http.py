@@ -7,11 +7,14 @@ server. :mod:`kling_async._session` only moves bytes.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeVar
+from urllib.parse import quote
 
 import msgspec
 from yarl import URL
@@ -26,12 +29,15 @@ from .errors import (
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
+    RedirectError,
     ServerError,
 )
 
 T = TypeVar("T")
 
 DEFAULT_BASE_URL: Final = "https://api.useapi.net/v1/kling"
+#: The environment variable that overrides :data:`DEFAULT_BASE_URL` (for a fake server).
+BASE_URL_ENV: Final = "KLING_BASE_URL"
 USER_AGENT: Final = f"kling-async/{__version__}"
 CONTENT_TYPES: Final = ("video", "image", "audio")
 FILE_TYPES: Final = ("MP4", "MP3", "WAV", "PNG")
@@ -60,18 +66,86 @@ _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {
 }
 
 
-def normalize_base_url(base_url: str) -> URL:
+def env_base_url() -> str | None:
+    """The base URL set in ``KLING_BASE_URL``, or None when it is unset or empty."""
+    return os.environ.get(BASE_URL_ENV) or None
+
+
+def resolve_base_url(base_url: str | None) -> URL:
+    """``base_url``, else ``KLING_BASE_URL``, else useapi.net's, parsed and checked.
+
+    Raises:
+        ValueError: It is not an absolute http(s) URL (the message names its source).
+    """
+    if base_url is not None:
+        return normalize_base_url(base_url)
+    from_env = env_base_url()
+    if from_env is None:
+        return normalize_base_url(DEFAULT_BASE_URL)
+    return normalize_base_url(from_env, name=BASE_URL_ENV)
+
+
+def normalize_base_url(base_url: str, *, name: str = "base_url") -> URL:
     """Parse ``base_url`` and check that it is an absolute http(s) URL.
 
     Raises:
         ValueError: When it is not.
     """
-    url = URL(base_url)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if not isinstance(base_url, str):
+        raise TypeError(f"{name} must be a str, got {type(base_url).__name__}")
+    try:
+        url = URL(base_url)
+        host = url.host
+    except (ValueError, UnicodeError):  # a bad port, IPv6 address or host name
+        host = None
+    if host is None or url.scheme not in ("http", "https"):
+        raise ValueError(f"{name} must be an absolute http(s) URL, got {base_url!r}")
     if url.query_string or url.fragment:
-        raise ValueError(f"base_url must not carry a query or fragment, got {base_url!r}")
+        raise ValueError(f"{name} must not carry a query or fragment, got {base_url!r}")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise ValueError(f"{name} must not carry user info (user:password@)")
+    try:
+        check_hop(url)  # a host name IDNA refuses would fail only in getaddrinfo
+    except RedirectError as exc:
+        raise ValueError(f"{name} {base_url!r}: {exc}") from None
     return url.with_path(url.path.rstrip("/"))
+
+
+def check_hop(url: URL) -> URL:
+    """A URL the client will request (a CDN URL or a redirect's target), or RedirectError.
+
+    Only absolute http(s) URLs with a host that decodes, a port in range and no user info
+    (aiohttp would turn it into an ``Authorization`` header) are requested.
+    """
+    try:
+        # yarl parses and decodes lazily: fail here, not inside aiohttp's request.
+        host, _ = url.host, url.port
+        if url.raw_host:
+            url.raw_host.encode("idna")  # as getaddrinfo will: label lengths, characters
+    except (ValueError, UnicodeError) as exc:  # UnicodeError: IDNA refused the host
+        raise RedirectError(f"unusable URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise RedirectError(f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)")
+    if url.raw_user is not None or url.raw_password is not None:
+        raise RedirectError("refusing a URL with user info (user:password@)")
+    return url
+
+
+def redirect_target(current: URL, location: str) -> URL:
+    """Where a redirect's ``Location`` leads from ``current``, checked like every hop.
+
+    Raises:
+        RedirectError: The ``Location`` is not valid UTF-8, does not parse (a bad IPv6 host,
+            port or host name), or leads to a URL :func:`check_hop` refuses.
+    """
+    try:
+        location.encode("utf-8")  # aiohttp keeps undecodable header bytes as surrogates
+        target = current.join(URL(location))
+    except UnicodeEncodeError:
+        raise RedirectError("unusable redirect Location: not valid UTF-8") from None
+    except (ValueError, UnicodeError) as exc:
+        raise RedirectError(f"unusable redirect Location: {exc}") from None
+    return check_hop(target)
 
 
 def assets_url(base_url: URL) -> URL:
@@ -98,6 +172,60 @@ def _check_positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """A finite number of seconds, ``> 0`` when ``positive`` else ``>= 0``.
+
+    Raises:
+        TypeError: Not an int or float.
+        ValueError: Infinite, NaN or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {value}")
+    return float(value)
+
+
+def check_count(name: str, value: object, *, minimum: int) -> int:
+    """An int no smaller than ``minimum``.
+
+    Raises:
+        TypeError: Not an int.
+        ValueError: Smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+#: Integers in this range are refused as epoch milliseconds: they are epoch seconds of
+#: 2001-2286, and as milliseconds they would mean January 1970 to March 1973.
+EPOCH_SECONDS_RANGE: Final = range(10**9, 10**11)
+
+
+def check_epoch_ms(value: int, name: str = "since") -> int:
+    """Epoch milliseconds, refusing negatives and numbers that look like epoch seconds.
+
+    The one rule for ``since`` in the library and in ``kling-async export --since``.
+    ``name`` starts the error message (none when empty).
+
+    Raises:
+        ValueError: ``value`` is negative or looks like epoch seconds.
+    """
+    prefix = f"{name}: " if name else ""
+    if value < 0:
+        raise ValueError(f"{prefix}must be >= 0, got {value}")
+    if value in EPOCH_SECONDS_RANGE:
+        raise ValueError(
+            f"{prefix}{value} looks like epoch seconds; give epoch milliseconds ({value * 1000})"
+        )
     return value
 
 
@@ -192,16 +320,55 @@ def _error_body(body: bytes) -> _ErrorBody | None:
         return None
 
 
-def error_message(body: bytes) -> str:
-    """The body's ``error`` field when it is JSON, else a short, single-line prefix of it."""
-    parsed = _error_body(body)
-    if parsed is not None and parsed.error:
-        return parsed.error
-    text = body[:MESSAGE_PREFIX].decode("utf-8", errors="replace")
+def one_line(text: str, limit: int = MESSAGE_PREFIX) -> str:
+    """``text`` made safe to print as one line: whitespace runs become one space, other
+    control characters (a terminal's escape sequences) become ``?``, and it is cut at
+    ``limit`` characters."""
     text = " ".join(text.split())
-    if len(body) > MESSAGE_PREFIX:
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def error_message(body: bytes) -> str:
+    """The body's ``error`` field when it is JSON, else a short prefix of it; one printable
+    line either way (a server's text goes to terminals and logs)."""
+    parsed = _error_body(body)
+    if parsed is not None and parsed.error and parsed.error.strip():
+        return one_line(parsed.error)
+    text = one_line(body[:MESSAGE_PREFIX].decode("utf-8", errors="replace"))
+    if len(body) > MESSAGE_PREFIX and not text.endswith("…"):
         text += "…"
     return text or "(empty body)"
+
+
+#: Shorter tokens (a test's "t") are not searched for in text: they would blank out words.
+MIN_REDACTED_LENGTH: Final = 6
+
+
+def secret_forms(token: str) -> tuple[bytes, ...]:
+    """The ways a token can appear in a server's answer: as is and percent-encoded."""
+    if len(token) < MIN_REDACTED_LENGTH:
+        return ()
+    forms = {token.encode("utf-8"), quote(token, safe="").encode("ascii")}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def redact(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    """``data`` with every occurrence of each secret replaced by ``***``."""
+    for secret in secrets:
+        if secret and secret in data:
+            data = data.replace(secret, b"***")
+    return data
+
+
+def redact_text(text: str, secrets: tuple[bytes, ...]) -> str:
+    """:func:`redact` for text."""
+    for secret in secrets:
+        plain = secret.decode("utf-8", errors="replace")
+        if plain and plain in text:
+            text = text.replace(plain, "***")
+    return text
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

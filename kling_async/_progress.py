@@ -1,13 +1,16 @@
 """Progress on stderr for the long-running commands (``export``, ``demo``).
 
 On a terminal, one status line rewrites itself in place (``\\r``) at most ``1 / min_interval``
-times a second; anywhere else (a log file, CI), a plain line every ``every_pages`` pages, so a
-log stays readable and small. Errors always get through; ``quiet`` silences the rest. No
-third-party progress library: the package depends on aiohttp and msgspec only.
+times a second, cut to the terminal's width (a wrapped line cannot be rewritten: each redraw
+would leave a copy behind). Anywhere else (a log file, CI), a plain line every ``every_pages``
+pages, so a log stays readable and small. Errors always get through; ``quiet`` silences the
+rest. No third-party progress library: the package depends on aiohttp and msgspec only.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +52,8 @@ class Progress:
         min_interval: On a terminal, the least time between two redraws, in seconds.
         prefix: Put before every line (the command's name).
         clock: A monotonic clock (tests pass a fake one).
+        columns: The terminal's width; asked from the terminal at each redraw when None
+            (it may be resized), else ``COLUMNS`` or 80.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Progress:
         min_interval: float = 0.1,
         prefix: str = "kling-async",
         clock: Callable[[], float] = time.monotonic,
+        columns: int | None = None,
     ) -> None:
         self._stream = stream
         self.quiet = quiet
@@ -73,6 +79,7 @@ class Progress:
         self._last_draw = float("-inf")
         self._last_pages = 0
         self._width = 0  # length of the status line on screen, 0 when none is shown
+        self._columns = columns
 
     @property
     def stream(self) -> TextIO:
@@ -124,7 +131,7 @@ class Progress:
             if not force and now - self._last_draw < self.min_interval:
                 return
             self._last_draw = now
-            self._draw(self._status(works, pages, retries, files, nbytes, now))
+            self._draw(self._parts(works, pages, retries, files, nbytes, now))
         elif pages >= self._last_pages + self.every_pages:
             self._last_pages = pages
             line = self._status(works, pages, retries, files, nbytes, now)
@@ -139,6 +146,17 @@ class Progress:
         nbytes: int | None,
         now: float,
     ) -> str:
+        return ", ".join(self._parts(works, pages, retries, files, nbytes, now))
+
+    def _parts(
+        self,
+        works: int,
+        pages: int,
+        retries: int,
+        files: int | None,
+        nbytes: int | None,
+        now: float,
+    ) -> list[str]:
         elapsed = max(now - self.started, 1e-9)
         parts = [
             f"{works:,} works",
@@ -148,13 +166,38 @@ class Progress:
         ]
         if files is not None:
             parts.append(f"{files:,} files ({format_bytes(nbytes or 0)})")
-        return ", ".join(parts)
+        return parts
 
-    def _draw(self, text: str) -> None:
+    def columns(self) -> int:
+        """The terminal's width in characters."""
+        if self._columns is not None:
+            return self._columns
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError):  # not a real terminal (tests, pipes)
+            return shutil.get_terminal_size().columns
+
+    def fit(self, parts: list[str]) -> str:
+        """The status line that fits the terminal, one column to spare (a line that fills the
+        last column wraps on some terminals): the least useful counters go first, then the
+        prefix, then the line is cut."""
+        room = max(1, self.columns() - 1)
+        parts = list(parts)
+        # Drop order: works/s, retries, pages; the works and files counts stay longest.
+        for drop in (2, 2, 1):
+            if len(f"{self.prefix}: " + ", ".join(parts)) <= room or len(parts) <= drop:
+                break
+            del parts[drop]
+        line = f"{self.prefix}: " + ", ".join(parts)
+        if len(line) > room:
+            line = ", ".join(parts)
+        return line[:room]
+
+    def _draw(self, parts: list[str]) -> None:
         # Pad with spaces over the previous line instead of an ANSI "erase line": it works on
-        # every terminal, and the line never wraps in practice (it stays under ~90 columns).
-        line = f"{self.prefix}: {text}"
-        pad = max(0, self._width - len(line))
+        # every terminal. fit() keeps the line shorter than the terminal, so it never wraps.
+        line = self.fit(parts)
+        pad = max(0, min(self._width, self.columns() - 1) - len(line))
         self._write("\r" + line + " " * pad)
         self._width = len(line)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 from ._http import backoff_delay
 
@@ -16,7 +17,16 @@ class RetryState:
     multiplied by the number of pages in flight.
     """
 
-    __slots__ = ("base", "cap", "max_retry_after", "not_before", "requests", "retries", "rng")
+    __slots__ = (
+        "base",
+        "cap",
+        "max_retry_after",
+        "not_before",
+        "requests",
+        "retries",
+        "rng",
+        "sleep",
+    )
 
     def __init__(
         self,
@@ -25,11 +35,14 @@ class RetryState:
         cap: float,
         max_retry_after: float = 300.0,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base = base
         self.cap = cap
         self.max_retry_after = max_retry_after
         self.rng = rng or random.Random()
+        # The session passes a sleep that its close() interrupts.
+        self.sleep = sleep
         self.not_before = 0.0
         self.requests = 0
         self.retries = 0
@@ -50,6 +63,6 @@ class RetryState:
         """Sleep until the shared backoff allows the next request."""
         loop = asyncio.get_running_loop()
         # A loop, not an Event: another request's 429 may push not_before on while we sleep.
-        while (remaining := self.not_before - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(remaining)
+        while (remaining := self.not_before - loop.time()) > 0:
+            await self.sleep(remaining)
         self.requests += 1

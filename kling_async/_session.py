@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -18,7 +19,7 @@ from . import _http
 from ._retry import RetryState
 from ._walk import Walk, WalkCheckpoint
 from ._watch import Watcher, WatchState
-from .errors import DecodeError, TransportError
+from .errors import DecodeError, RedirectError, SessionClosedError, TransportError
 from .models import (
     ASSETS_PAGE_DECODER,
     DOWNLOAD_LINK_DECODER,
@@ -31,9 +32,33 @@ __all__ = ["KlingSession"]
 
 log = logging.getLogger("kling_async")
 
+_T = TypeVar("_T")
+
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+
+
+class _Pool:
+    """A connection pool opened for the calls running outside ``async with`` in one loop."""
+
+    __slots__ = ("http", "users")
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.users = 0
+
+
+def _limit(timeout: aiohttp.ClientTimeout) -> str:
+    """How a timeout reads in an error message."""
+    if timeout.total is not None:
+        return f"{timeout.total:g} s"
+    return f"{timeout.sock_read:g} s between reads" if timeout.sock_read else "the timeout"
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class KlingSession:
@@ -45,16 +70,23 @@ class KlingSession:
             async for work in kling.iter_works():
                 print(work.work_id, work.prompt)
 
+    Inside ``async with``, every call shares one connection pool, closed at the end of the
+    block. Outside it, each call (and each ``iter_works``/``iter_pages`` walk) opens its own
+    pool and closes it when it ends, so nothing leaks and the object is not tied to one event
+    loop. :meth:`close` ends every call, walk and watch still running with
+    :class:`~kling_async.SessionClosedError`.
+
     Args:
         token: The useapi.net API token; falls back to the ``USEAPI_TOKEN`` environment
             variable. It is sent only to ``base_url``'s origin and never appears in a log
             line, an error or a ``repr``.
         email: The Kling account's email, required by the API when the useapi account has
             several Kling accounts; each call may override it.
-        base_url: The API's base URL (point it at a :class:`kling_async.testing.FakeKlingServer`
-            in tests).
-        session: An ``aiohttp.ClientSession`` to use. It is never closed by this object;
-            without one, the session creates (and closes) its own.
+        base_url: The API's base URL; defaults to the ``KLING_BASE_URL`` environment
+            variable, else ``https://api.useapi.net/v1/kling``. Point either at a
+            :class:`kling_async.testing.FakeKlingServer` in tests.
+        session: An ``aiohttp.ClientSession`` to use for every call. It is never closed by
+            this object; without one, the session opens (and closes) its own pools.
         timeout: Seconds allowed for each request, body included.
         max_retries: How many times a transient failure (429, 500, 502, 503, 504, connection
             errors, dropped bodies, timeouts) is retried before its error is raised.
@@ -65,7 +97,8 @@ class KlingSession:
 
     Raises:
         ValueError: No token was given and ``USEAPI_TOKEN`` is not set, or an argument is
-            out of range.
+            out of range (a timeout or backoff that is infinite or NaN included).
+        TypeError: An argument of the wrong type.
     """
 
     def __init__(
@@ -73,7 +106,7 @@ class KlingSession:
         token: str | None = None,
         *,
         email: str | None = None,
-        base_url: str = _http.DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         max_retries: int = 5,
@@ -90,28 +123,37 @@ class KlingSession:
             )
         if not isinstance(token, str) or any(c.isspace() for c in token):
             raise ValueError("the API token must be a string without whitespace")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if backoff_base < 0 or backoff_cap < 0:
-            raise ValueError("backoff_base and backoff_cap must be >= 0")
-        if max_response_bytes < 1:
-            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
-        self._base_url = _http.normalize_base_url(base_url)
+        if not (token.isascii() and token.isprintable()):
+            # An HTTP header carries ASCII; aiohttp would fail with UnicodeEncodeError mid-request.
+            raise ValueError("the API token must be printable ASCII (check USEAPI_TOKEN)")
+        # Infinite or NaN seconds would reach aiohttp's and asyncio's timers and fail there.
+        _http.check_seconds("timeout", timeout, positive=True)
+        _http.check_seconds("backoff_base", backoff_base)
+        _http.check_seconds("backoff_cap", backoff_cap)
+        _http.check_count("max_retries", max_retries, minimum=0)
+        _http.check_count("max_response_bytes", max_response_bytes, minimum=1)
+        self._base_url = _http.resolve_base_url(base_url)
         self._origin = self._base_url.origin()
         self._assets_url = _http.assets_url(self._base_url)
         self._download_url = _http.download_url(self._base_url)
         self._email = _http.check_email(email)
         self._headers = _http.request_headers(token)
+        # A server may echo the token back (a proxy's error page, a debug body): every text
+        # of a server's that this client shows or raises is redacted.
+        self._secrets = _http.secret_forms(token)
         self._plain_headers = {"User-Agent": _http.USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_response_bytes = max_response_bytes
+        # The pool every call shares: the caller's session, or ours inside `async with`.
         self._session = session
         self._owns_session = session is None
+        # Pools of calls made outside `async with`, per event loop, closed by their last user.
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        # Sleeps (backoffs, watch intervals) that close() must cut short.
+        self._close_waiters: set[asyncio.Future[None]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -120,7 +162,9 @@ class KlingSession:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> KlingSession:
-        self._ensure_session()
+        self._check_open()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
         return self
 
     async def __aexit__(
@@ -132,25 +176,113 @@ class KlingSession:
         await self.close()
 
     async def close(self) -> None:
-        """Close the aiohttp session if this object created it. Safe to call twice."""
-        self._closed = True
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
+        """End every call, walk and watch of this session and close the pools it opened.
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
+        Whatever is still running, a request or a wait for a backoff, ends promptly with
+        :class:`~kling_async.SessionClosedError`; so does any later call. An
+        ``aiohttp.ClientSession`` passed as ``session=`` is left open (the requests this
+        object has in flight on it are cancelled). Safe to call twice.
+        """
+        self._closed = True
+        for waiter in list(self._close_waiters):
+            _wake(waiter)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is a coroutine: a loop runs
+            loop = None
+        # Closing a pool breaks off the requests in flight on it; pools of another loop are
+        # closed by their own users, who find the session closed at their next step.
+        pools = [p.http for key, p in list(self._pools.items()) if key is loop]
+        if self._owns_session and self._session is not None:
+            pools.append(self._session)
+        for http in pools:
+            if not http.closed:
+                await http.close()
+
+    def _scrub(self, text: str) -> str:
+        """A message built from a server's or aiohttp's text: one line, no token."""
+        return _http.one_line(_http.redact_text(text, self._secrets), limit=1000)
+
+    def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this KlingSession is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
+            raise SessionClosedError("this KlingSession is closed")
+        if self._session is not None and self._session.closed:
+            raise SessionClosedError("the aiohttp.ClientSession given to KlingSession is closed")
+
+    @asynccontextmanager
+    async def _pool(self) -> AsyncIterator[aiohttp.ClientSession]:
+        """The connection pool for one call: the shared one, else one opened for the calls
+        running outside ``async with`` in this loop, closed when the last of them ends."""
+        self._check_open()
+        if self._session is not None:
+            yield self._session
+            return
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None or pool.http.closed:
+            pool = self._pools[loop] = _Pool(aiohttp.ClientSession())
+        pool.users += 1
+        try:
+            yield pool.http
+        finally:
+            pool.users -= 1
+            if pool.users == 0:
+                if self._pools.get(loop) is pool:
+                    del self._pools[loop]
+                await pool.http.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, unless :meth:`close` comes first: then raise SessionClosedError."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _wake, waiter)
+        self._close_waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._close_waiters.discard(waiter)
+        self._check_open()
+
+    async def _until_closed(self, request: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``request`` unless :meth:`close` comes first: then end it and raise
+        SessionClosedError. For a caller's aiohttp session, whose connections close() does
+        not own and so cannot break off."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(request)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._close_waiters.add(waiter)
+        try:
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when we are cancelled: the request never outlives its caller
+            self._close_waiters.discard(waiter)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
+        if task.cancelled():  # by the finally above: close() came first
+            self._check_open()
+        return task.result()
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """The underlying ``aiohttp.ClientSession`` (for fetching CDN files).
+        """The shared ``aiohttp.ClientSession``: inside ``async with``, or the one given.
 
         It carries no default headers: the token is added per request, and only to the API.
+        To fetch CDN files, prefer :meth:`open_cdn`, which works outside ``async with`` too.
+
+        Raises:
+            RuntimeError: Outside ``async with`` without ``session=`` (each call then opens
+                its own pool: there is none to share).
+            SessionClosedError: The session is closed.
         """
-        return self._ensure_session()
+        self._check_open()
+        if self._session is None:
+            raise RuntimeError(
+                "KlingSession.http exists only inside `async with KlingSession(...)` or with "
+                "session=...; outside it each call opens and closes its own connection pool"
+            )
+        return self._session
 
     @property
     def base_url(self) -> str:
@@ -164,7 +296,7 @@ class KlingSession:
 
     def new_retry_state(self) -> RetryState:
         """A fresh backoff state with this session's settings (one per call or walk)."""
-        return RetryState(base=self.backoff_base, cap=self.backoff_cap)
+        return RetryState(base=self.backoff_base, cap=self.backoff_cap, sleep=self._sleep)
 
     # -- transport ------------------------------------------------------------------------
 
@@ -176,26 +308,52 @@ class KlingSession:
 
         With ``api``, ``Authorization`` goes to the hops on the API's origin and no other;
         without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
+        aiohttp's errors, in the request or while the caller reads the body, come out as
+        :class:`TransportError` (a refused hop as :class:`RedirectError`).
         """
-        http = self._ensure_session()
-        for _ in range(_MAX_REDIRECTS + 1):
-            if url.scheme not in ("http", "https") or not url.host:
-                raise TransportError(f"refusing a non-http(s) URL ({url.scheme or 'no'} scheme)")
-            on_api = api and url.origin() == self._origin
-            log.debug("GET %s", url)
-            async with http.get(
-                url,
-                headers=self._headers if on_api else self._plain_headers,
-                allow_redirects=False,
-                timeout=timeout or self._timeout,
-            ) as resp:
-                location = resp.headers.get("Location")
-                if resp.status in _REDIRECTS and location:
-                    url = url.join(URL(location))
-                    continue
-                yield resp
-                return
-        raise TransportError(f"more than {_MAX_REDIRECTS} redirects from {url.with_query(None)}")
+        timeout = timeout or self._timeout
+        # API URLs name the page; a CDN URL's query is a long signature, left out.
+        where = url if api else url.with_query(None).with_fragment(None)
+        try:
+            async with self._pool() as http:
+                url = _http.check_hop(url)
+                for _ in range(_MAX_REDIRECTS + 1):
+                    on_api = api and url.origin() == self._origin
+                    log.debug("GET %s", url)
+                    async with http.get(
+                        url,
+                        headers=self._headers if on_api else self._plain_headers,
+                        allow_redirects=False,
+                        timeout=timeout,
+                    ) as resp:
+                        location = resp.headers.get("Location")
+                        if resp.status in _REDIRECTS and location:
+                            url = self._redirect_target(url, location)
+                            continue
+                        yield resp
+                        return
+                raise RedirectError(f"more than {_MAX_REDIRECTS} redirects from {where}")
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
+            raise TransportError(
+                f"no complete response within {_limit(timeout)} from {where}"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Its request_info holds the request headers, token included: neither chain it
+            # nor raise inside this block (that would keep it as __context__).
+            reason = self._scrub(f"{type(exc).__name__} from {where}: {exc.message}")
+        except aiohttp.ClientError as exc:
+            raise TransportError(self._scrub(f"{type(exc).__name__} from {where}: {exc}")) from exc
+        except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
+            self._check_open()
+            raise
+        raise TransportError(reason) from None
+
+    def _redirect_target(self, url: URL, location: str) -> URL:
+        try:
+            return _http.redirect_target(url, location)
+        except RedirectError as exc:  # its text may quote the Location, which may quote the token
+            message = self._scrub(str(exc))
+        raise RedirectError(message)  # outside the except: no unscrubbed __context__
 
     def open_cdn(
         self, url: str | URL, *, timeout: aiohttp.ClientTimeout | None = None
@@ -204,31 +362,27 @@ class KlingSession:
 
         ``async with kling.open_cdn(link.cdn_url) as resp:`` gives the aiohttp response after
         redirects, which are followed by hand, http(s) only. The useapi token is never sent:
-        the CDN is another origin. Status codes are the caller's to check.
+        the CDN is another origin. Status codes are the caller's to check. Works inside and
+        outside ``async with KlingSession()``.
 
         Raises:
-            TransportError: A redirect to a non-http(s) URL, or too many redirects.
-            aiohttp.ClientError: As aiohttp raises them for the request itself.
+            RedirectError: A URL or redirect that is not a usable http(s) URL, or too many
+                redirects.
+            TransportError: The request failed (connection, timeout, a broken response),
+                also while the body is read inside the block.
+            SessionClosedError: The session is closed.
         """
-        return self._open(URL(url), api=False, timeout=timeout)
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise RedirectError(f"unusable URL: {exc}") from None
+        return self._open(parsed, api=False, timeout=timeout)
 
     async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
         """One API GET: status, headers and the body, read inside the request."""
-        try:
-            async with self._open(url, api=True) as resp:
-                body = await self._read_body(resp, url)
-                return resp.status, resp.headers, body
-        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
-            raise TransportError(
-                f"no complete response within {self._timeout.total:g} s from {url}"
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            # Its request_info holds the request headers, token included: neither chain it
-            # nor raise inside this block (that would keep it as __context__).
-            reason = f"{type(exc).__name__} from {url}: {exc.message}"
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"{type(exc).__name__} from {url}: {exc}") from exc
-        raise TransportError(reason) from None
+        async with self._open(url, api=True) as resp:
+            body = await self._read_body(resp, url)
+            return resp.status, resp.headers, body
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
         cap = self.max_response_bytes
@@ -255,19 +409,30 @@ class KlingSession:
         """
         retry = retry or self.new_retry_state()
         url = url.with_query(params)
+        async with self._pool():  # one pool for the retries of this call
+            return await self._get_bytes_retried(url, retry)
+
+    async def _get_bytes_retried(self, url: URL, retry: RetryState) -> tuple[bytes, str]:
         attempt = 0
         while True:
             await retry.wait()
             error: Exception
             try:
-                status, headers, body = await self._send(url)
+                if self._owns_session:  # close() breaks off our pools' connections itself
+                    status, headers, body = await self._send(url)
+                else:
+                    status, headers, body = await self._until_closed(self._send(url))
             except TransportError as exc:
+                # close() breaks off requests in flight: that is no failure to retry.
+                self._check_open()
                 error = exc
                 wait_hint = None
             else:
                 if 200 <= status < 300:
                     return body, str(url)
-                error = _http.error_for_response(status, headers, body, url=str(url))
+                error = _http.error_for_response(
+                    status, headers, _http.redact(body, self._secrets), url=str(url)
+                )
                 if not _http.is_retryable_status(status):
                     raise error
                 wait_hint = _http.retry_after(headers, body)
@@ -329,7 +494,8 @@ class KlingSession:
         """Ask ``GET /assets/download`` for the watermark-free file(s) of works.
 
         With one work id and one file type, ``cdn_url`` is that file; otherwise a ``.zip``.
-        The CDN is another origin: fetch it without the token (``self.http`` does).
+        The CDN is another origin: fetch it with :meth:`open_cdn`, which never sends the
+        token.
 
         Raises:
             ValueError: No work id, or an unknown file type (``MP4``, ``MP3``, ``WAV``,
@@ -405,7 +571,8 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async with aclosing(walk.__aiter__()) as batches:
+        # One pool for the whole walk when outside `async with`.
+        async with self._pool(), aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 yield batch.page
 
@@ -459,7 +626,8 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
         )
-        async with aclosing(walk.__aiter__()) as batches:
+        # One pool for the whole walk when outside `async with`.
+        async with self._pool(), aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 for work in batch.works:
                     yield work
@@ -506,6 +674,9 @@ class KlingSession:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
             after every work. 400/401/402/403/404 end it with their error.
         """
+        _http.check_seconds("interval", interval, positive=True)
+        _http.check_seconds("max_backoff", max_backoff)
+        _http.check_seconds("max_pending_age", max_pending_age)
         return Watcher(
             self,
             interval=interval,

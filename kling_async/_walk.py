@@ -74,7 +74,8 @@ def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None
     """An aware datetime or epoch milliseconds, as epoch milliseconds.
 
     Raises:
-        ValueError: A naive datetime or a negative number.
+        ValueError: A naive datetime, a negative number, or one that looks like epoch
+            seconds (see :func:`kling_async._http.check_epoch_ms`).
         TypeError: Anything else.
     """
     if value is None:
@@ -85,9 +86,7 @@ def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None
         return math.floor(value.timestamp() * 1000)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an aware datetime or epoch milliseconds (int)")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return _http.check_epoch_ms(value, name)
 
 
 def _page_answer(fetched: _Fetched, url: str, *, times: bool) -> Answer[_Fetched]:

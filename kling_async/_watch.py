@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -198,4 +197,4 @@ class Watcher:
                 delay = min(self.max_backoff, self.interval * 2**failures)
                 failures += 1
                 log.warning("watch: %s; polling again in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
+            await self._kling._sleep(delay)  # close() ends it

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ._download import FILE_EXTENSIONS
+from ._args import OneLineParser
+from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
     ExportResult,
@@ -25,6 +27,7 @@ from ._export import (
     run_export,
     summary_lines,
 )
+from ._http import check_epoch_ms, one_line, redact_text, secret_forms
 from ._progress import Progress
 from ._version import __version__
 from .errors import (
@@ -82,7 +85,8 @@ GET /assets/download into DIR as <workId>.<ext> (a zip's entries are unpacked, e
 carrying the workId). Works still rendering, failed, or without the wanted file types are
 skipped. A file is written as NAME.part and renamed when complete; a resumed export skips
 works whose files are all there, and also retries the downloads that failed. The API token is
-never sent to the CDN.
+never sent to the CDN. A download that averages less than --min-rate bytes/s over a --timeout
+window fails as too slow, is retried, and then counts as failed.
 
 exit status: 0 done, 1 an API, network or file failure (or a failed download), 2 a usage
 error, 130 interrupted (resume with --resume).
@@ -113,7 +117,9 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # NaN too
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
@@ -136,13 +142,10 @@ def parse_since(text: str) -> int:
     """
     value = text.strip()
     if value.isdigit():
-        ms = int(value)
-        # 10-digit numbers are epoch seconds of today; as milliseconds they would be 1970.
-        if 10**9 <= ms < 10**11:
-            raise argparse.ArgumentTypeError(
-                f"{value} looks like epoch seconds; give milliseconds ({value}000)"
-            )
-        return ms
+        try:
+            return check_epoch_ms(int(value), "")  # the library's rule for since=
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     if value[-1:] in ("Z", "z"):  # fromisoformat() accepts "Z" only from Python 3.11
         value = value[:-1] + "+00:00"
     try:
@@ -176,9 +179,9 @@ def parse_file_types(text: str) -> list[str]:
     return types
 
 
-def export_parser() -> argparse.ArgumentParser:
+def export_parser() -> OneLineParser:
     """The parser of ``kling-async export``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kling-async export",
         description=EXPORT_DESCRIPTION,
         epilog=EXPORT_EPILOG,
@@ -196,9 +199,18 @@ def export_parser() -> argparse.ArgumentParser:
         "--token", help="useapi.net API token (default: $USEAPI_TOKEN, which keeps it out of ps)"
     )
     api.add_argument("--email", help="Kling account email (when the useapi account has several)")
-    api.add_argument("--base-url", metavar="URL", help="API base URL (default: useapi.net's)")
     api.add_argument(
-        "--timeout", type=_positive_float, default=30.0, metavar="S", help="seconds per request"
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $KLING_BASE_URL, else useapi.net's)",
+    )
+    api.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds per API request; for media downloads, the longest wait for the CDN and "
+        "the window over which --min-rate is measured (default: 30)",
     )
     api.add_argument(
         "--max-retries",
@@ -255,6 +267,14 @@ def export_parser() -> argparse.ArgumentParser:
         type=parse_file_types,
         metavar="LIST",
         help="only these types, e.g. MP4,PNG (from MP4, PNG, MP3, WAV; default: all)",
+    )
+    media.add_argument(
+        "--min-rate",
+        type=_non_negative_float,
+        default=DEFAULT_MIN_RATE,
+        metavar="B",
+        help="bytes/s a download must average over each --timeout window, or it fails as too "
+        f"slow and is retried (default: {DEFAULT_MIN_RATE:g}; 0: no minimum)",
     )
     media.add_argument(
         "--jobs",
@@ -327,6 +347,7 @@ def _export(argv: Sequence[str]) -> int:
         timeout=args.timeout,
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
+        min_rate=args.min_rate,
     )
     return run_export_command(config, quiet=args.quiet)
 
@@ -336,26 +357,36 @@ def run_export_command(config: ExportConfig, *, quiet: bool) -> int:
     name = "kling-async export"
     progress = Progress(quiet=quiet, prefix=name)
     resumable = config.out != "-"
+    token = config.token or os.environ.get("USEAPI_TOKEN") or ""
+    secrets = secret_forms(token) if token else ()
+
+    def fail(text: str) -> None:
+        # The library redacts what it raises; this also covers OSError texts and the rest.
+        progress.error(one_line(redact_text(text, secrets), limit=2000))
+
     try:
         result = asyncio.run(run_export(config, progress))
     except KeyboardInterrupt:
         hint = "; resume with --resume" if resumable else ""
-        progress.error(f"{name}: interrupted{hint}")
+        fail(f"{name}: interrupted{hint}")
         return 130
     except ExportUsageError as exc:
-        progress.error(f"{name}: {exc}")
+        fail(f"{name}: {exc}")
         return 2
     except RecursionError:  # msgspec on JSON nested past the recursion limit
-        progress.error(f"{name}: unexpected response: JSON nested too deeply")
+        fail(f"{name}: unexpected response: JSON nested too deeply")
         return 1
     except (KlingError, OSError) as exc:
         if isinstance(exc, BrokenPipeError):
             _silence_stdout()
-            progress.error(f"{name}: stdout was closed")
+            fail(f"{name}: stdout was closed")
             return 1
         saved = resumable and checkpoint_path(config.out).exists()
         hint = " (progress saved: continue with --resume)" if saved else ""
-        progress.error(f"{name}: {describe_error(exc)}{hint}")
+        fail(f"{name}: {describe_error(exc)}{hint}")
+        return 1
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        fail(f"{name}: unexpected error ({type(exc).__name__}: {exc}); please report it")
         return 1
     for line in summary_lines(result):
         progress.info(line)
@@ -377,9 +408,9 @@ def _silence_stdout() -> None:
         pass
 
 
-def demo_parser() -> argparse.ArgumentParser:
+def demo_parser() -> OneLineParser:
     """The parser of ``kling-async demo``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kling-async demo",
         description="Run the export against the built-in fake API on 127.0.0.1: no token, no "
         "network. Writes works.jsonl and a few media files into a folder.",
@@ -453,6 +484,9 @@ def run_demo(folder: Path, *, tasks: int = 3000, downloads: int = 10, quiet: boo
     except (KlingError, OSError, ExportUsageError) as exc:
         progress.error(f"{name}: {describe_error(exc)}")
         return 1
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        progress.error(f"{name}: unexpected error ({type(exc).__name__}: {exc}); please report it")
+        return 1
     progress.clear()
     for line in summary_lines(result):
         print(line)
@@ -487,16 +521,19 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kling-async``; returns the exit status (0 done, 1 failure, 2 usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if args[:1] in (["-h"], ["--help"]):
         print(USAGE, end="")
-        return 0 if args else 2
-    if args[0] == "--version":
+        return 0
+    if args[:1] == ["--version"]:
         print(f"kling-async {__version__}")
         return 0
-    command = COMMANDS.get(args[0])
+    command = COMMANDS.get(args[0]) if args else None
     if command is None:
-        print(USAGE, end="", file=sys.stderr)
-        print(f"kling-async: unknown command {args[0]!r}", file=sys.stderr)
+        what = f"unknown command {args[0]!r}" if args else "no command given"
+        print(
+            f"kling-async: {what}; use one of {', '.join(COMMANDS)} (see kling-async --help)",
+            file=sys.stderr,
+        )
         return 2
     try:
         return command(args[1:])

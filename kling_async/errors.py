@@ -12,7 +12,9 @@ Every error derives from :class:`KlingError`, so ``except KlingError`` catches t
     │   ├── RateLimitError                   429: accounts at capacity (retried; retry_after)
     │   └── ServerError                      5xx (500/502/503/504 retried)
     ├── TransportError                       connection failures, dropped bodies, timeouts
+    │   └── RedirectError                    a redirect that cannot be followed
     ├── DecodeError                          a body that is not the expected JSON, or too big
+    ├── SessionClosedError                   the KlingSession (or its aiohttp session) is closed
     └── WalkError                            a page walk that cannot make progress
         ├── WalkStalledError                 pages stop bringing anything new
         └── ResumeError                      a resumed walk cannot find where it left off
@@ -34,8 +36,10 @@ __all__ = [
     "PaymentRequiredError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
     "ResumeError",
     "ServerError",
+    "SessionClosedError",
     "TransportError",
     "WalkError",
     "WalkStalledError",
@@ -121,6 +125,25 @@ class TransportError(KlingError):
     """The request did not complete: connection refused or reset, a body cut short, a timeout.
 
     Retried with backoff before it is raised; the cause is chained (``__cause__``).
+    """
+
+
+class RedirectError(TransportError):
+    """A redirect that cannot be followed: a ``Location`` that is not a usable http(s) URL
+    (another scheme, a bad host, port or user info, undecodable bytes), or too many hops.
+
+    The client sends nothing to such a URL. As a :class:`TransportError`, an API request
+    retries it; a media download gives up on the file at once.
+    """
+
+
+class SessionClosedError(KlingError):
+    """The :class:`~kling_async.KlingSession` was closed, or the ``aiohttp.ClientSession``
+    given to it was.
+
+    Raised by every call made after :meth:`~kling_async.KlingSession.close` (or the end of its
+    ``async with`` block), and by walks, watches and requests still running when it was
+    closed, even one waiting out a backoff. Never retried.
     """
 
 

@@ -463,7 +463,7 @@ class Clock:
 def test_progress_on_a_terminal_rewrites_one_line_at_most_10_per_second() -> None:
     """On a tty the status line is redrawn with \\r, throttled to about 10 redraws a second."""
     stream, clock = io.StringIO(), Clock()
-    progress = Progress(stream, tty=True, clock=clock)
+    progress = Progress(stream, tty=True, clock=clock, columns=200)
     clock.now += 1
     progress.update(works=100, pages=3, retries=1, files=2, nbytes=2048)
     progress.update(works=140, pages=4, retries=1)  # within 0.1 s: skipped
@@ -493,6 +493,43 @@ def test_progress_off_a_terminal_prints_every_10_pages_and_quiet_prints_errors_o
     progress.info("summary")
     progress.error("an error")
     assert quiet.getvalue() == "an error\n"
+
+
+@pytest.mark.parametrize("columns", [60, 40, 20, 5])
+def test_progress_line_fits_the_terminal(columns: int) -> None:
+    """On a narrow terminal every redraw is shorter than its width (a wrapped status line
+    leaves a copy behind at each redraw), dropping the least useful counters first."""
+    stream, clock = io.StringIO(), Clock()
+    progress = Progress(stream, tty=True, clock=clock, columns=columns, prefix="kling-async export")
+    for n in range(1, 6):
+        clock.now += 1
+        progress.update(works=n * 12_345, pages=n * 300, retries=n, files=n * 10, nbytes=n << 30)
+    progress.error("boom")
+    segments = stream.getvalue().split("\r")  # "", 5 draws, the erasing spaces, "boom\n"
+    assert len(segments) == 8 and segments[-1] == "boom\n"
+    assert "\n" not in "".join(segments[:-1])
+    assert all(len(segment) < columns for segment in segments[:-1])
+    last = segments[-3].strip()
+    assert last.startswith("kling-async export: 61,725 works" if columns >= 60 else "61,7")
+    if columns == 60:
+        assert "files" in last and "works/s" not in last
+
+
+def test_progress_line_width_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a terminal to ask, COLUMNS gives the width."""
+    monkeypatch.setenv("COLUMNS", "50")
+    assert Progress(io.StringIO(), tty=True).columns() == 50
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_update() -> None:
+    """Off a terminal the line is neither cut nor rewritten: one plain line per update."""
+    stream = io.StringIO()
+    progress = Progress(stream, tty=False, columns=20, every_pages=1, clock=Clock())
+    for page in (1, 2):
+        progress.update(works=page * 99_999, pages=page, retries=0, files=1, nbytes=1)
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == "" and len(lines) == 3 and "\r" not in stream.getvalue()
+    assert all("works/s" in line and "files" in line for line in lines[:2])
 
 
 def test_format_helpers() -> None:

@@ -470,3 +470,82 @@ def test_safe_member_name_refuses_traversal(name: str) -> None:
     """Absolute, drive-letter, parent-directory, NUL and empty names are refused."""
     with pytest.raises(DownloadError, match="unsafe entry name"):
         safe_member_name(name)
+
+
+def trickle(n_bytes: int, every: float = 0.05) -> CdnHandler:
+    """A CDN answer that promises n_bytes and sends one byte every `every` seconds."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(n_bytes)})
+        await response.prepare(request)
+        for _ in range(n_bytes):
+            await response.write(b"x")
+            await asyncio.sleep(every)
+        return response
+
+    return handler
+
+
+async def test_a_trickling_cdn_fails_the_file_and_resume_fetches_it(
+    hostile: Hostile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CDN sending a byte every 50 ms never trips a per-read timeout; under --min-rate over
+    a --timeout window it fails as too slow, is retried, counts as a failed download (the
+    export finishes, exit 1), and --resume fetches it once the CDN is healthy."""
+    hostile.add_work(801)
+    hostile.add_work(802)
+    hostile.links[801] = hostile.cdn_url("/f/801.mp4")
+    hostile.links[802] = hostile.cdn_url("/f/802.mp4")
+    hostile.cdn["/f/801.mp4"] = trickle(10**6)  # 14 hours at this rate
+    hostile.serve("/f/802.mp4", b"v802")
+    assert await asyncio.wait_for(export_cli(hostile, tmp_path, "--timeout", "0.3"), 60) == 1
+    err = capsys.readouterr().err
+    assert "download failed for work 801: CDN too slow" in err and "bytes/s" in err
+    assert len(hostile.cdn_headers) == 3  # 801 twice (--max-retries 1), 802 once
+    assert files_under(tmp_path / "media") == {"802.mp4"}
+    hostile.serve("/f/801.mp4", b"v801")
+    argv = ["export", str(tmp_path / "w.jsonl"), "--resume", "--token", TOKEN, "-q"]
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert listing(tmp_path / "media") == {"801.mp4": b"v801", "802.mp4": b"v802"}
+
+
+async def test_min_rate_zero_lets_a_slow_file_finish(hostile: Hostile, tmp_path: Path) -> None:
+    """--min-rate 0 turns the rate check off: a slow but steady file completes."""
+    hostile.add_work(811)
+    hostile.links[811] = hostile.cdn_url("/f/811.mp4")
+    hostile.cdn["/f/811.mp4"] = trickle(12)
+    assert await export_cli(hostile, tmp_path, "--timeout", "0.2", "--min-rate", "0") == 0
+    assert listing(tmp_path / "media") == {"811.mp4": b"x" * 12}
+
+
+async def test_a_cdn_trickling_its_headers_fails_the_file(
+    hostile: Hostile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Headers sent a byte every 50 ms never trip a per-read timeout either: the head of the
+    answer gets --timeout seconds in all, then the file is retried and counted as failed."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(10**6):
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:  # the client gave up: what the test wants
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        hostile.add_work(821)
+        hostile.links[821] = f"http://127.0.0.1:{port}/f/821.mp4"
+        code = await asyncio.wait_for(export_cli(hostile, tmp_path, "--timeout", "0.3"), 60)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 1
+    assert "download failed for work 821: CDN: no response within 0.3 s" in capsys.readouterr().err
+    assert files_under(tmp_path / "media") == set()

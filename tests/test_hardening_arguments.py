@@ -252,3 +252,54 @@ async def test_bad_email_refused_locally(scripted: Scripted, email: object) -> N
         with pytest.raises((TypeError, ValueError)):
             await kling.get_download_link(1, email=email)  # type: ignore[arg-type]
     assert scripted.requests == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("timeout", float("inf")),
+        ("timeout", float("nan")),
+        ("timeout", -1.0),
+        ("backoff_base", float("inf")),
+        ("backoff_cap", float("nan")),
+        ("max_retries", 1.5),
+        ("max_response_bytes", float("inf")),
+    ],
+)
+def test_infinite_and_nan_settings_refused(name: str, value: object) -> None:
+    """An infinite, NaN or mistyped setting is a ValueError/TypeError when the session is
+    made, not an OverflowError inside aiohttp's timers at the first request."""
+    with pytest.raises((ValueError, TypeError)):
+        KlingSession(TOKEN, **{name: value})
+
+
+@pytest.mark.parametrize("interval", [float("inf"), float("nan"), 0])
+def test_bad_watch_interval_refused(interval: float) -> None:
+    """watch_works(interval=inf/nan/0) is refused before any request."""
+    with pytest.raises(ValueError):
+        KlingSession(TOKEN).watch_works(interval=interval)
+
+
+@pytest.mark.parametrize("since", [1_000_000_000, 1_714_521_600, 99_999_999_999])
+async def test_since_in_epoch_seconds_refused_locally(scripted: Scripted, since: int) -> None:
+    """since= that looks like epoch seconds is refused (the CLI's rule), before any request:
+    as milliseconds it would mean 1970 and silently yield the whole library."""
+    scripted.handle(api())
+    kling = session(scripted)
+    with pytest.raises(ValueError, match="epoch seconds"):
+        kling.walk(since=since)
+    with pytest.raises(ValueError, match=f"{since * 1000}"):
+        async for _ in kling.iter_works(since=since):
+            pass
+    with pytest.raises(ValueError, match="epoch seconds"):
+        kling.watch_works(since=since)
+    assert scripted.requests == []
+
+
+@pytest.mark.parametrize("since", [0, 999_999_999, 100_000_000_000, 1_714_521_600_000])
+async def test_since_in_epoch_milliseconds_accepted(scripted: Scripted, since: int) -> None:
+    """Epoch milliseconds on either side of the seconds range are taken as they are."""
+    scripted.handle(api())
+    async with session(scripted) as kling:
+        works = [w async for w in kling.iter_works(since=since)]
+    assert len(works) == 4  # every work of the page is newer than each of these

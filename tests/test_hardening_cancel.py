@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from kling_async import KlingSession, Work
+from kling_async import KlingSession, SessionClosedError, Work
 
 from .conftest import TOKEN, Scripted, make_page
 
@@ -291,11 +291,20 @@ async def test_cancel_consumer_busy_between_works(scripted: Scripted) -> None:
     await assert_all_released(tracker, connectors[0], scripted)
 
 
-async def test_close_session_while_prefetching(scripted: Scripted) -> None:
-    """kling.close() with 5 pages in flight: the walk ends with "closed", nothing is left."""
+def open_pool(kling: KlingSession) -> aiohttp.BaseConnector | None:
+    """The connector of the pool a call outside `async with` opened (the only one)."""
+    (pool,) = kling._pools.values()
+    return pool.http.connector
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["async-with", "no-async-with"])
+async def test_close_session_while_prefetching(scripted: Scripted, shared: bool) -> None:
+    """kling.close() with 5 pages in flight, inside `async with` or not: the walk ends with
+    SessionClosedError, nothing is left, and no page is asked again."""
     tracker = slow_api(scripted, fast_pages=1)
     kling = session(scripted)
-    connector = kling.http.connector
+    if shared:
+        await kling.__aenter__()
 
     async def consume() -> None:
         async for _ in kling.iter_works(page_size=PAGE, prefetch=4):
@@ -303,24 +312,28 @@ async def test_close_session_while_prefetching(scripted: Scripted) -> None:
 
     task = asyncio.create_task(consume())
     await eventually(lambda: tracker.in_flight == 5, "pages 2-6 in flight")
+    connector = kling.http.connector if shared else open_pool(kling)
     started = time.monotonic()
     await kling.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(SessionClosedError, match="closed"):
         await asyncio.wait_for(task, SOON)
     print(f"\nclose -> walk ended in {(time.monotonic() - started) * 1000:.1f} ms")
     await assert_all_released(tracker, connector, scripted)
     assert Counter(tracker.pages) == Counter(range(1, 7))  # no page asked again
+    with pytest.raises(SessionClosedError):
+        await kling.get_assets()
 
 
 async def test_close_then_cancel_each_prompt(scripted: Scripted) -> None:
     """Cancelling three get_assets stuck on the server, then closing: nothing left behind."""
     tracker = slow_api(scripted)
     kling = session(scripted)
-    connector = kling.http.connector
     tasks = [asyncio.create_task(kling.get_assets(page_num=n)) for n in (1, 2, 3)]
     await eventually(lambda: tracker.in_flight == 3, "three requests in flight")
+    connector = open_pool(kling)  # the three calls share the pool they opened
     for task in tasks:
         await cancel_promptly(task)
+    assert kling._pools == {}  # the last of them closed it
     await kling.close()
     await assert_all_released(tracker, connector, scripted)
     assert sorted(tracker.pages) == [1, 2, 3]

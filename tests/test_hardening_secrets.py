@@ -323,3 +323,45 @@ async def test_redirect_chain_leaving_and_returning(
     assert other_seen[0].headers["User-Agent"] == USER_AGENT
     assert [r.path for r in scripted.requests] == ["/v1/kling/assets/", "/v1/kling/back/"]
     assert all(r.headers["Authorization"] == f"Bearer {SECRET}" for r in scripted.requests)
+
+
+# -- a server that echoes the token ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, f'{{"error": "bad token {SECRET}", "echo": "Bearer {SECRET}"}}'),
+        (401, f"<html><pre>Authorization: Bearer {SECRET}</pre></html>"),
+        (403, f'{{"error": "denied: https://api.useapi.net/x?token={SECRET}&a=1"}}'),
+        (500, f"Internal error\nheaders: {{'Authorization': 'Bearer {SECRET}'}}"),
+    ],
+    ids=["json", "html", "in-a-url", "text"],
+)
+async def test_token_echoed_by_the_server_is_redacted(
+    scripted: Scripted, logs: list[logging.LogRecord], status: int, body: str
+) -> None:
+    """An error body that echoes the token: the APIError's message, body and str show ***."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body)
+
+    scripted.handle(echo)
+    async with session(scripted, max_retries=1) as kling:
+        with pytest.raises(KlingError) as info:
+            await kling.get_assets()
+    assert_no_leak(info.value)
+    assert "***" in str(info.value.body)  # type: ignore[attr-defined]
+
+
+async def test_token_in_a_redirect_location_is_redacted(scripted: Scripted) -> None:
+    """A redirect that quotes the token in a Location the client refuses: no token shown."""
+
+    async def bounce(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": f"http://[{SECRET}/x"})
+
+    scripted.handle(bounce)
+    async with session(scripted, max_retries=0) as kling:
+        with pytest.raises(TransportError) as info:
+            await kling.get_assets()
+    assert_no_leak(info.value)

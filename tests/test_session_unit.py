@@ -118,3 +118,12 @@ def test_token_with_whitespace_refused_without_echo() -> None:
     with pytest.raises(ValueError) as info:
         KlingSession("abc\r\nX-Evil: 1")
     assert "X-Evil" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["токен-секрет", "tok\x00en", "tok\x7fen", "jeton-é"])
+def test_token_that_no_header_can_carry_refused_without_echo(token: str) -> None:
+    """A token that is not printable ASCII is refused when the session is made (aiohttp would
+    fail mid-request with UnicodeEncodeError), and the error does not repeat it."""
+    with pytest.raises(ValueError) as info:
+        KlingSession(token)
+    assert token not in str(info.value)

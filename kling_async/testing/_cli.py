@@ -9,27 +9,64 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from .._args import OneLineParser
 from ._library import OFFSET_MODES, PAST_END_MODES
 from ._server import CLOCK_MODES, FAULT_KINDS, FakeKlingServer, Faults
 
 __all__ = ["add_arguments", "main", "serve"]
 
 
+def _int_in(low: int, high: float = math.inf) -> Callable[[str], int]:
+    """An argparse type: an int in ``[low, high]`` (a port out of range is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            upper = "" if high == math.inf else f" and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be >= {low}{upper}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float = math.inf) -> Callable[[str], float]:
+    """An argparse type: a finite float in ``[low, high]``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            upper = "" if high == math.inf else f" and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}{upper}")
+        return value
+
+    return parse
+
+
+_port = _int_in(0, 65535)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``fake-server`` options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="API port, 0 for a free one (default: %(default)s)"
+        "--port", type=_port, default=8080, help="API port, 0 for a free one (default: %(default)s)"
     )
     parser.add_argument(
-        "--cdn-port", type=int, default=0, help="fake CDN port (default: a free one)"
+        "--cdn-port", type=_port, default=0, help="fake CDN port (default: a free one)"
     )
     parser.add_argument(
-        "--tasks", type=int, default=10_000, help="tasks per account (default: %(default)s)"
+        "--tasks", type=_int_in(0), default=10_000, help="tasks per account (default: %(default)s)"
     )
     parser.add_argument(
         "--token", default="test-token", help="accepted bearer token (default: %(default)s)"
@@ -43,10 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Kling account email; repeat for several accounts",
     )
     parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds added to each assets request"
+        "--latency", type=_float_in(0), default=0.0, help="seconds added to each assets request"
     )
     parser.add_argument(
-        "--fault-rate", type=float, default=0.0, help="fraction (0..1) of assets requests failing"
+        "--fault-rate",
+        type=_float_in(0, 1),
+        default=0.0,
+        help="fraction (0..1) of assets requests failing",
     )
     parser.add_argument(
         "--fault-kinds",
@@ -54,7 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated kinds for --fault-rate, from: {','.join(FAULT_KINDS)}",
     )
     parser.add_argument(
-        "--file-size", type=int, default=4096, help="bytes per CDN file (default: %(default)s)"
+        "--file-size",
+        type=_int_in(0),
+        default=4096,
+        help="bytes per CDN file (default: %(default)s)",
     )
     parser.add_argument(
         "--clock",
@@ -64,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--page-size-cap",
-        type=int,
+        type=_int_in(1),
         default=None,
         metavar="N",
         help="serve at most N entries per page, whatever pageSize asks",
@@ -130,7 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kling-async fake-server``; returns the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kling-async fake-server",
         description="Run a fake useapi.net Kling assets API (and CDN) for tests and demos.",
     )
@@ -144,8 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(args))
     except KeyboardInterrupt:  # no signal handlers on this platform
         pass
-    except OSError as exc:
-        print(f"kling-async fake-server: {exc}", file=sys.stderr)
+    except OSError as exc:  # the port is taken, the host does not resolve...
+        print(
+            f"kling-async fake-server: cannot serve on {args.host}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        print(
+            f"kling-async fake-server: unexpected error ({type(exc).__name__}: {exc}); "
+            "please report it",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
