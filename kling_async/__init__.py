@@ -27,6 +27,8 @@ from .errors import (
     WalkStalledError,
 )
 from .models import (
+    Account,
+    AccountSession,
     Argument,
     AssetsPage,
     DownloadInfo,
@@ -48,6 +50,8 @@ from .models import (
 
 __all__ = [
     "APIError",
+    "Account",
+    "AccountSession",
     "Argument",
     "AssetsPage",
     "AuthenticationError",

@@ -367,7 +367,9 @@ class Downloader:
 
     async def _fetch(self, url: URL, part: Path) -> bool:
         """Fetch ``url`` into ``part`` with retries; return whether the body is a zip."""
-        retry = self._kling.new_retry_state()
+        # A CDN backoff of its own: CDN files are never paced, and a slow CDN must not pause
+        # the session's API requests.
+        retry = self._kling._new_cdn_retry_state()
         attempt = 0
         while True:
             await retry.wait()
