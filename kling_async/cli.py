@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from ._cli_common import add_session_arguments
 from ._download import FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
@@ -73,6 +74,14 @@ boundary, and a page-number walk cannot see a work that moves onto a page it alr
 """
 
 EXPORT_EPILOG = """\
+With --all-accounts, OUT is a directory: every Kling account configured in useapi
+(GET /accounts) is exported, one after another, to OUT/<email>.jsonl, each with its own
+checkpoint and lock (--download DIR puts its files in DIR/<email>/). --resume resumes each.
+One account's failure does not stop the others; the exit status is then 1.
+
+A wait over 2 s (a 429's Retry-After, a backoff, --sleep-request) is shown: on a terminal the
+progress line counts it down, otherwise one line says it when it starts.
+
 --resume also starts an export that has no checkpoint yet, so a script can always pass it;
 a resumed export keeps the options it was started with (it refuses different ones). Without
 --resume, an existing non-empty OUT is never overwritten unless --force is given.
@@ -214,7 +223,14 @@ def export_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="base of the exponential backoff between retries, in seconds (default: 1)",
     )
+    add_session_arguments(api)
     what = parser.add_argument_group("what to export")
+    what.add_argument(
+        "--all-accounts",
+        action="store_true",
+        help="every Kling account of the useapi account, each to OUT/<email>.jsonl (OUT is a "
+        "directory)",
+    )
     what.add_argument("--content-type", choices=("video", "image", "audio"))
     what.add_argument(
         "--since",
@@ -309,6 +325,10 @@ def _export(argv: Sequence[str]) -> int:
         parser.error("--resume needs an output file; stdout (-) cannot be resumed")
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
+    if args.all_accounts and args.out == "-":
+        parser.error("--all-accounts needs a directory for OUT")
+    if args.all_accounts and args.email:
+        parser.error("--all-accounts exports every account: drop --email")
     config = ExportConfig(
         out=args.out,
         token=args.token,
@@ -327,7 +347,14 @@ def _export(argv: Sequence[str]) -> int:
         timeout=args.timeout,
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
+        min_request_interval=args.sleep_request,
+        max_retry_after=args.max_retry_after,
+        proxy=args.proxy,
     )
+    if args.all_accounts:
+        from ._cli_accounts import run_export_all_command
+
+        return run_export_all_command(config, quiet=args.quiet)
     return run_export_command(config, quiet=args.quiet)
 
 
