@@ -18,7 +18,7 @@ from yarl import URL
 from . import _http
 from ._retry import DEFAULT_MAX_RETRY_AFTER, Announcer, RequestGate, RetryState
 from ._walk import Walk, WalkCheckpoint
-from ._watch import Watcher, WatchState
+from ._watch import DEFAULT_MAX_BUFFER, Watcher, WatchState
 from .errors import DecodeError, NotFoundError, TransportError
 from .models import (
     ACCOUNTS_DECODER,
@@ -615,12 +615,17 @@ class KlingSession:
         max_backoff: float = 600.0,
         max_pending: int = 1000,
         max_pending_age: float = 6 * 3600.0,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_polls: int | None = None,
+        raw: bool = False,
     ) -> Watcher:
         """Poll for new works every ``interval`` seconds and yield each exactly once.
 
         Each poll walks from page 1 down to the works already known (offset drift is
-        deduplicated as in :meth:`iter_works`). ``async for work in kling.watch_works():``
-        runs until cancelled.
+        deduplicated as in :meth:`iter_works`), then yields that poll's new works **oldest
+        first** (the reverse of list order), so a bot handles them in the order they were
+        made. ``async for work in kling.watch_works():`` runs until cancelled (or
+        ``max_polls``).
 
         Args:
             interval: Seconds between polls.
@@ -639,6 +644,10 @@ class KlingSession:
             max_pending: Most works held back while rendering; the oldest are dropped beyond.
             max_pending_age: Seconds (of ``create_time``, behind the newest work seen) after
                 which a held-back work that never succeeded (failed, deleted) is given up.
+            max_buffer: Most works one poll holds before yielding them (default 1000). In a
+                bigger burst the oldest are yielded and the newest wait for the next poll.
+            max_polls: Stop after this many polls (``1`` for a cron job); ``None`` runs on.
+            raw: Also keep each work exactly as the API sent it, in ``watcher.last_raw``.
 
         Returns:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
@@ -656,4 +665,7 @@ class KlingSession:
             max_backoff=max_backoff,
             max_pending=max_pending,
             max_pending_age=max_pending_age,
+            max_buffer=max_buffer,
+            max_polls=max_polls,
+            raw=raw,
         )

@@ -53,6 +53,7 @@ kling-async {__version__}: the useapi.net Kling assets API from the command line
 
 commands:
   export        export every work to JSONL (lossless, resumable), optionally with media
+  watch         print each new work as a JSON line, or run a command for it (a bot)
   demo          run the export against the built-in fake API: no token, no network
   fake-server   run the built-in fake API (and CDN) for tests and demos
 
@@ -498,6 +499,12 @@ def run_demo(folder: Path, *, tasks: int = 3000, downloads: int = 10, quiet: boo
     return 1 if failed else 0
 
 
+def _watch(argv: Sequence[str]) -> int:
+    from ._cli_watch import main as watch_main
+
+    return watch_main(argv)
+
+
 def _fake_server(argv: Sequence[str]) -> int:
     from .testing._cli import main as fake_server_main
 
@@ -508,6 +515,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
     "export": _export,
     "fake-server": _fake_server,
+    "watch": _watch,
 }
 
 
