@@ -138,6 +138,15 @@ class KlingSession:
         # its own settings (its trust_env). Read here, not by aiohttp's trust_env, which
         # would also send ~/.netrc credentials to every host, the CDN included.
         self._env_proxies = _http.env_proxies() if session is None and proxy is None else {}
+        for scheme in ("http", "https"):
+            if self._env_proxies.get(scheme):
+                try:
+                    _http.parse_proxy(self._env_proxies[scheme])
+                except ValueError:
+                    # Said now, once, rather than as a ValueError from every request.
+                    raise ValueError(
+                        f"{scheme.upper()}_PROXY in the environment is not an http(s) proxy URL"
+                    ) from None
         self._base_url = _http.normalize_base_url(base_url)
         self._origin = self._base_url.origin()
         self._assets_url = _http.assets_url(self._base_url)

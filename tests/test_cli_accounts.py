@@ -42,16 +42,21 @@ def all_args(server: FakeKlingServer, out: Path, *extra: str) -> list[str]:
 def test_exports_every_account_to_its_own_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each account's works, exactly, in OUT/<email>.jsonl with its own checkpoint; a summary
-    per account and in total."""
+    """Each account's works, exactly, in OUT/<email>.jsonl with its own checkpoint, its media
+    in DIR/<email>/; a summary per account and in total."""
     out = tmp_path / "all"
     names = account_file_names(EMAILS)
-    with FakeKlingServer(tasks=25, token=TOKEN, emails=EMAILS) as server:
-        assert cli.main(all_args(server, out)) == 0
+    media = tmp_path / "media"
+    with FakeKlingServer(tasks=25, token=TOKEN, emails=EMAILS, file_size=16) as server:
+        extra = ("--download", str(media), "--file-types", "MP3", "--max-items", "12")
+        assert cli.main(all_args(server, out, *extra)) == 0
         for email in EMAILS:
             path = out / f"{names[email]}.jsonl"
-            assert read_jsonl(path) == expected_works(server.library_for(email), 10)
+            works = expected_works(server.library_for(email), 10)[:12]
+            assert read_jsonl(path) == works
             assert checkpoint_path(path).exists()
+            audio = {f"{w['workId']}.mp3" for w in works if w["contentType"] == "audio"}
+            assert audio and {p.name for p in (media / names[email]).iterdir()} == audio
     assert names["a@example.com"] == "a@example.com"
     assert "/" not in names["odd/name@example.com"]
     err = capsys.readouterr().err

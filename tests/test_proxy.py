@@ -195,3 +195,11 @@ async def test_cli_proxy_option(proxy: ForwardProxy, tmp_path: Path) -> None:
         assert status == 0
         assert len(proxy.api_requests(server)) == server.stats.requests > 0
     assert_token_only_in_api_authorization(proxy, server, TOKEN)
+
+
+def test_unusable_environment_proxy_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy variable that is not an http(s) URL is refused when the session is made."""
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ValueError, match="HTTPS_PROXY"):
+        KlingSession(TOKEN)
+    KlingSession(TOKEN, proxy="http://127.0.0.1:3128")  # an explicit proxy wins
