@@ -108,23 +108,29 @@ async def test_on_retry_and_max_retry_after(
     assert "429 from the API: waiting 0 s (retry 1/5); Retry-After 50 s capped" in caplog.text
 
 
-async def test_long_wait_logged_at_info(
+async def test_long_wait_logged_at_info_before_it_starts(
     scripted: Scripted, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A wait over 2 s (a 429's Retry-After) is logged at INFO before it starts."""
-    answers = iter([429, 200])
+    """A 429 with Retry-After: 120 is logged at INFO (and on_retry called) before the wait
+    starts; cancelling during that wait is not swallowed."""
 
     async def handler(request: web.Request) -> web.Response:
-        if next(answers) == 429:
-            return web.json_response({"error": "busy"}, status=429, headers={"Retry-After": "2.2"})
-        return web.Response(body=make_page(1, 1), content_type="application/json")
+        return web.json_response({"error": "busy"}, status=429, headers={"Retry-After": "120"})
 
     scripted.handle(handler)
     caplog.set_level(logging.INFO, logger="kling_async")
-    async with KlingSession("tok", base_url=scripted.base_url) as kling:
-        await kling.get_assets()
-    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert infos == ["429 from the API: waiting 2 s (retry 1/5)"]
+    retried = asyncio.Event()
+    async with KlingSession(
+        "tok", base_url=scripted.base_url, on_retry=lambda *args: retried.set()
+    ) as kling:
+        task = asyncio.create_task(kling.get_assets())
+        await retried.wait()
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert infos == ["429 from the API: waiting 120 s (retry 1/5)"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(scripted.requests) == 1
 
 
 async def test_retries_exhausted_still_raise(scripted: Scripted) -> None:
