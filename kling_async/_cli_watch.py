@@ -16,7 +16,14 @@ from ._http import DEFAULT_BASE_URL
 from ._progress import Progress
 from ._session import KlingSession
 from ._watch_bot import BotUsageError, Handler, run_watch_bot
-from .cli import _non_negative_int, _positive_float, _positive_int, describe_error, parse_since
+from .cli import (
+    _non_negative_int,
+    _positive_float,
+    _positive_int,
+    _silence_stdout,
+    describe_error,
+    parse_since,
+)
 from .errors import KlingError
 from .models import Work
 
@@ -210,5 +217,9 @@ def main(argv: Sequence[str]) -> int:
         progress.error(f"{NAME}: unexpected response: JSON nested too deeply")
         return 1
     except (KlingError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError):  # `kling-async watch ... | head -1`
+            _silence_stdout()
+            progress.error(f"{NAME}: stdout was closed")
+            return 1
         progress.error(f"{NAME}: {describe_error(exc)}")
         return 1

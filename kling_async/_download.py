@@ -378,9 +378,15 @@ class Downloader:
             except _Transient as exc:
                 if attempt >= self._kling.max_retries:
                     raise DownloadError(str(exc)) from None
-                retry.push(retry.delay(attempt, None))
+                delay = retry.delay(attempt, None)
                 self.stats.retries += 1
                 attempt += 1
+                # Long waits are announced like the API's (the CLI shows them).
+                self._kling._announce(
+                    f"CDN error: waiting {delay:.0f} s (retry {attempt}/{self._kling.max_retries})",
+                    delay,
+                )
+                retry.push(delay)
 
     async def _fetch_once(self, url: URL, part: Path) -> bool:
         try:

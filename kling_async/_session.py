@@ -263,6 +263,10 @@ class KlingSession:
         progress line)."""
         self._gate.announcers.append(announcer)
 
+    def _announce(self, message: str, seconds: float) -> None:
+        """Announce a wait of ``seconds`` (logged at INFO and shown when over 2 s)."""
+        self._gate.announce(message, seconds)
+
     def _proxy_for(self, url: URL) -> URL | None:
         """The proxy of a request to ``url``: the explicit one, else the environment's."""
         if self._proxy is not None:
@@ -395,7 +399,7 @@ class KlingSession:
         if wait_hint is not None and wait_hint > delay:
             message += f"; Retry-After {wait_hint:.0f} s capped at max_retry_after"
         log.debug("retrying after %s", error)
-        self._gate.announce(message, delay)
+        self._announce(message, delay)
         if self.on_retry is not None:
             self.on_retry(status, attempt, delay)
 
