@@ -317,9 +317,7 @@ def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
             raise ExportUsageError("--resume needs an output file; stdout (-) cannot be resumed")
         return None, None
     out = Path(config.out)
-    ckpt = checkpoint_path(out)
-    if out.is_dir():
-        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
+    ckpt = checkpoint_path(out)  # run_export refused a directory before taking the lock
     exists = out.exists() and out.stat().st_size > 0
     if not config.resume:
         if exists and not config.force:

@@ -47,8 +47,9 @@ class WatchState(msgspec.Struct, kw_only=True):
     Attributes:
         watermark: ``create_time`` (epoch ms) up to which, inclusive, every work has been
             handled (yielded, held as pending, or there before the watch began).
-        delivered: Ids of newer works already handled by a poll still under way: what a
-            restart in the middle of a poll must not repeat.
+        delivered: Ids of newer works already handled: by a poll still under way (what a
+            restart in the middle of a poll must not repeat), or by a poll whose buffer left
+            newer works for the next one.
         pending: Works seen while still rendering, held back until they succeed:
             ``work_id -> create_time``.
     """
