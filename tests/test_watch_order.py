@@ -8,8 +8,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from kling_async import KlingSession, Work
+from kling_async import KlingSession, WatchState, Work
 from kling_async.testing import FakeKlingServer
 
 FAST = {"backoff_base": 0.001, "backoff_cap": 0.01}
@@ -123,3 +125,35 @@ def test_arguments() -> None:
         kling.watch_works(max_buffer=0)
     with pytest.raises(ValueError, match="max_polls"):
         kling.watch_works(max_polls=0)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bursts=st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=4),
+    max_buffer=st.integers(min_value=1, max_value=5),
+    page_size=st.integers(min_value=1, max_value=4),
+)
+async def test_bursts_come_once_and_oldest_first_whatever_the_buffer(
+    bursts: list[int], max_buffer: int, page_size: int
+) -> None:
+    """Bursts of arrivals between polls, any buffer and page size: every new work exactly
+    once, and the whole stream in creation order."""
+    async with FakeKlingServer(tasks=20, seed=10) as server, session(server) as kling:
+        state = WatchState(watermark=newest_time(server))
+        new: list[int] = []
+        got: list[Work] = []
+        for burst in bursts:
+            new += server.insert_tasks(burst, content_type="video")
+            polls = burst // max_buffer + 2  # enough polls to drain the burst
+            watcher = kling.watch_works(
+                interval=0.001,
+                state=state,
+                max_buffer=max_buffer,
+                max_polls=polls,
+                page_size=page_size,
+            )
+            got += [w async for w in watcher]
+            state = watcher.state
+    assert [w.work_id for w in got] == new
+    times = [w.create_time or 0 for w in got]
+    assert times == sorted(times)
