@@ -148,7 +148,7 @@ async def _run(
 
     failures = 0
     while True:
-        gave_back = False
+        gave_back: int | None = None  # the work given back by this poll
         try:
             async with aclosing(watcher.poll()) as works:
                 async for work in works:
@@ -159,7 +159,7 @@ async def _run(
                     else:
                         watcher.give_back(work)
                         result.given_back += 1
-                        gave_back = True
+                        gave_back = work.work_id
                         break
             save()
             result.polls += 1
@@ -173,6 +173,6 @@ async def _run(
             notice(f"{exc}; polling again in {delay:.0f} s")
         if once:
             return result
-        if gave_back:
-            notice(f"work {work.work_id} was not handled; polling again in {delay:.0f} s")
+        if gave_back is not None:
+            notice(f"work {gave_back} was not handled; polling again in {delay:.0f} s")
         await asyncio.sleep(delay)
