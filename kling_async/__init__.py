@@ -30,6 +30,8 @@ from .errors import (
     WalkStalledError,
 )
 from .models import (
+    Account,
+    AccountSession,
     Argument,
     AssetsPage,
     DownloadInfo,
@@ -51,6 +53,8 @@ from .models import (
 
 __all__ = [
     "APIError",
+    "Account",
+    "AccountSession",
     "Argument",
     "AssetsPage",
     "AuthenticationError",

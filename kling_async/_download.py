@@ -392,7 +392,9 @@ class Downloader:
 
     async def _fetch(self, url: URL, part: Path) -> bool:
         """Fetch ``url`` into ``part`` with retries; return whether the body is a zip."""
-        retry = self._kling.new_retry_state()
+        # A CDN backoff of its own: CDN files are never paced, and a slow CDN must not pause
+        # the session's API requests.
+        retry = self._kling._new_cdn_retry_state()
         attempt = 0
         while True:
             await retry.wait()
@@ -401,9 +403,15 @@ class Downloader:
             except _Transient as exc:
                 if attempt >= self._kling.max_retries:
                     raise DownloadError(str(exc)) from None
-                retry.push(retry.delay(attempt, None))
+                delay = retry.delay(attempt, None)
                 self.stats.retries += 1
                 attempt += 1
+                # Long waits are announced like the API's (the CLI shows them).
+                self._kling._announce(
+                    f"CDN error: waiting {delay:.0f} s (retry {attempt}/{self._kling.max_retries})",
+                    delay,
+                )
+                retry.push(delay)
 
     async def _fetch_once(self, url: URL, part: Path) -> bool:
         try:

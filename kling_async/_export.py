@@ -14,40 +14,56 @@ A process killed at any moment therefore leaves a checkpoint that describes a pr
 line, or the lines of a page written after the last checkpoint), walks on from the
 checkpoint, and first re-queues the downloads of the lines already there (works whose files
 are complete are skipped without a request).
+
+While it runs, an export holds an exclusive lock on ``OUT.lock`` (POSIX ``flock``): a second
+export of the same ``OUT`` refuses to start instead of interleaving pages with the first.
+
+:func:`run_export_all` runs one such export per Kling account (``GET /accounts``), one after
+another, into ``DIR/<email>.jsonl``, each with its own checkpoint and lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, BinaryIO, Final
 
 import msgspec
 
 from ._download import DEFAULT_MIN_RATE, Downloader, DownloadStats
+from ._files import LockedError, atomic_write, exclusive_lock
 from ._http import BASE_URL_ENV, DEFAULT_BASE_URL, env_base_url, normalize_base_url
 from ._progress import Progress, format_bytes, format_duration
+from ._retry import DEFAULT_MAX_RETRY_AFTER
 from ._session import KlingSession
 from ._walk import Walk, WalkCheckpoint
+from .errors import KlingError
 from .models import Work
 
 __all__ = [
     "CHECKPOINT_SUFFIX",
+    "LOCK_SUFFIX",
+    "AccountExport",
     "ExportConfig",
     "ExportOptions",
     "ExportResult",
     "ExportState",
     "ExportUsageError",
+    "account_file_names",
     "checkpoint_path",
     "run_export",
+    "run_export_all",
 ]
 
 CHECKPOINT_SUFFIX: Final = ".checkpoint.json"
+LOCK_SUFFIX: Final = ".lock"
 #: 2: the walk's checkpoint finds its place by ids (kling-async 0.2).
 STATE_VERSION: Final = 2
 DEFAULT_PAGE_SIZE: Final = 40
@@ -131,6 +147,9 @@ class ExportConfig:
     backoff_base: float = 1.0
     min_rate: float = DEFAULT_MIN_RATE
     """Bytes per second a media download must average over each ``timeout`` window."""
+    min_request_interval: float = 0.0
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    proxy: str | None = None
     download_limit: int | None = None
     """Download the files of at most this many works of this run (the demo's few files)."""
 
@@ -159,6 +178,60 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
     """``OUT.checkpoint.json``, beside ``OUT``."""
     path = Path(out)
     return path.with_name(path.name + CHECKPOINT_SUFFIX)
+
+
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    """``OUT.lock``, beside ``OUT``."""
+    path = Path(out)
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+@contextlib.contextmanager
+def _locked(out: Path | None) -> Iterator[None]:
+    """Hold ``OUT.lock`` for the whole export; another holder means another export runs."""
+    if out is None:
+        yield
+        return
+    path = lock_path(out)
+    created = not path.exists()
+    try:
+        with exclusive_lock(path):
+            try:
+                yield
+            except ExportUsageError:
+                # Refused before anything was written: leave no lock file behind either.
+                if created:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
+    except LockedError:
+        raise ExportUsageError(
+            f"another export is writing {out} (it holds {path.name}); wait for it to end"
+        ) from None
+
+
+_UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+def account_file_names(emails: list[str]) -> dict[str, str]:
+    """A file name stem for each account email, safe on every file system.
+
+    Characters outside ``[A-Za-z0-9@._+-]`` become ``_`` and leading dots go. When that changed
+    anything, or two emails would share a name (case aside), the stem also gets eight hex
+    digits of the email's SHA-256, so names never collide.
+    """
+    stems: dict[str, str] = {}
+    for email in emails:
+        stem = _UNSAFE_NAME.sub("_", email).lstrip(".")[:150]
+        stems[email] = stem
+    folded: dict[str, int] = {}
+    for stem in stems.values():
+        folded[stem.casefold()] = folded.get(stem.casefold(), 0) + 1
+    for email, stem in stems.items():
+        if not stem or stem != email or folded[stem.casefold()] > 1:
+            digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            stems[email] = f"{stem}-{digest}" if stem else digest
+    return stems
 
 
 def load_state(path: Path) -> ExportState | None:
@@ -194,29 +267,7 @@ def load_state(path: Path) -> ExportState | None:
 
 def write_state(path: Path, state: ExportState) -> None:
     """Replace the checkpoint atomically: readers (and a later run) see the old or the new."""
-    data = _STATE_ENCODER.encode(state)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable across a power cut; POSIX only (Windows can't open dirs).
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, _STATE_ENCODER.encode(state))
 
 
 def _iter_lines(path: Path, limit: int) -> Iterator[bytes]:
@@ -340,22 +391,57 @@ def _check_tail(out: Path, length: int) -> None:
             )
 
 
-async def run_export(config: ExportConfig, progress: Progress | None = None) -> ExportResult:
+def _session(config: ExportConfig, email: str | None, base_url: str) -> KlingSession:
+    token = config.token or os.environ.get("USEAPI_TOKEN") or None
+    if not token:
+        raise ExportUsageError("no API token: pass --token or set USEAPI_TOKEN")
+    try:
+        return KlingSession(
+            token,
+            email=email,
+            base_url=base_url,
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            backoff_base=config.backoff_base,
+            min_request_interval=config.min_request_interval,
+            max_retry_after=config.max_retry_after,
+            proxy=config.proxy,
+        )
+    except ValueError as exc:
+        raise ExportUsageError(str(exc)) from None
+
+
+async def run_export(
+    config: ExportConfig, progress: Progress | None = None, *, kling: KlingSession | None = None
+) -> ExportResult:
     """Run one export (or resume one) as ``config`` says.
 
     Args:
         config: The settings.
         progress: Where progress and download failures go (a quiet one when None).
+        kling: A session to use (its pace and backoff then span several exports); without
+            one, a session is made from ``config`` and closed at the end.
 
     Returns:
         What was done. ``result.downloads.failed`` counts failed downloads.
 
     Raises:
-        ExportUsageError: The export cannot start as asked (exit status 2).
+        ExportUsageError: The export cannot start as asked (exit status 2), or another export
+            is writing ``OUT``.
         KlingError: The walk failed (after retries): the checkpoint holds what was done.
         OSError: ``OUT`` or the checkpoint could not be written.
     """
     progress = progress or Progress(quiet=True)
+    out = None if config.out == "-" else Path(config.out)
+    if out is not None and out.is_dir():
+        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
+    with _locked(out):
+        return await _run_export(config, progress, kling)
+
+
+async def _run_export(
+    config: ExportConfig, progress: Progress, kling: KlingSession | None
+) -> ExportResult:
     out, state = _prepare(config)
     options = _merge_options(config, state)
     result = ExportResult(out=config.out, resumed=state is not None)
@@ -366,22 +452,12 @@ async def run_export(config: ExportConfig, progress: Progress | None = None) -> 
     if state is not None and state.finished and not options.download_dir:
         result.already_finished = True
         return result
-    token = config.token or os.environ.get("USEAPI_TOKEN") or None
-    if not token:
-        raise ExportUsageError("no API token: pass --token or set USEAPI_TOKEN")
-    try:
-        kling = KlingSession(
-            token,
-            email=options.email,
-            base_url=options.base_url,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
-            backoff_base=config.backoff_base,
-        )
-    except ValueError as exc:
-        raise ExportUsageError(str(exc)) from None
-    async with kling:
+    if kling is not None:
         return await _Export(config, kling, progress, out, state, options, result).run()
+    own = _session(config, options.email, options.base_url)
+    own._add_announcer(progress.waiting)
+    async with own:
+        return await _Export(config, own, progress, out, state, options, result).run()
 
 
 class _Export:
@@ -434,6 +510,7 @@ class _Export:
         try:
             return self.kling.walk(
                 raw=True,
+                email=options.email,
                 page_size=options.page_size,
                 content_type=options.content_type,
                 since=options.since,
@@ -605,3 +682,103 @@ def summary_lines(result: ExportResult) -> list[str]:
             f"{dl.failed:,} failed"
         )
     return lines
+
+
+@dataclass
+class AccountExport:
+    """The outcome of one account's export in :func:`run_export_all`."""
+
+    email: str
+    out: str
+    result: ExportResult | None = None
+    """What the export did; None when it failed before it could say."""
+    error: BaseException | None = None
+    """Why it failed (a ``KlingError``, an ``OSError`` or an ``ExportUsageError``)."""
+
+    @property
+    def failed(self) -> bool:
+        """The export failed, or some of its downloads did."""
+        downloads = self.result.downloads if self.result is not None else None
+        return self.error is not None or (downloads is not None and downloads.failed > 0)
+
+
+@dataclass
+class AllAccountsResult:
+    """What :func:`run_export_all` did, one entry per account, in the API's order."""
+
+    directory: str
+    accounts: list[AccountExport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[AccountExport]:
+        """The accounts whose export (or a download) failed."""
+        return [a for a in self.accounts if a.failed]
+
+
+def _check_directory(directory: Path, *, create: bool = False) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise ExportUsageError(f"{directory} is a file; --all-accounts needs a directory")
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+async def run_export_all(
+    config: ExportConfig,
+    progress: Progress | None = None,
+    *,
+    on_account: Callable[[AccountExport], None] | None = None,
+) -> AllAccountsResult:
+    """Export every configured Kling account, one after another, into a directory.
+
+    ``config.out`` is the directory (created if missing); account ``EMAIL`` goes to
+    ``DIR/<EMAIL>.jsonl`` (see :func:`account_file_names`) with its own checkpoint and lock,
+    and its media, with ``download_dir``, into ``download_dir/<EMAIL>/``. ``config.resume``
+    and ``config.force`` apply to each file. One session serves every account, so the pace
+    and a rate limit's backoff span them all. One account's failure is recorded and the next
+    account goes on.
+
+    Args:
+        config: The settings (``email`` must be None).
+        progress: Progress and messages (a quiet one when None).
+        on_account: Called after each account, with its outcome.
+
+    Raises:
+        ExportUsageError: ``OUT`` is ``-`` or a file, ``email`` is set, or no token.
+        KlingError: ``GET /accounts`` failed (nothing was exported).
+    """
+    progress = progress or Progress(quiet=True)
+    if config.out == "-":
+        raise ExportUsageError("--all-accounts needs a directory for OUT, not stdout (-)")
+    if config.email is not None:
+        raise ExportUsageError("--all-accounts exports every account: drop --email")
+    directory = Path(config.out)
+    _check_directory(directory)
+    base_url = config.base_url or DEFAULT_BASE_URL
+    kling = _session(config, None, base_url)
+    kling._add_announcer(progress.waiting)
+    outcome = AllAccountsResult(directory=str(directory))
+    async with kling:
+        emails = list(await kling.get_accounts())
+        _check_directory(directory, create=bool(emails))
+        names = account_file_names(emails)
+        for email in emails:
+            name = names[email]
+            sub = replace(
+                config,
+                out=str(directory / f"{name}.jsonl"),
+                email=email,
+                base_url=base_url,
+                download_dir=str(Path(config.download_dir) / name) if config.download_dir else None,
+            )
+            account = AccountExport(email=email, out=sub.out)
+            progress.info(f"{progress.prefix}: account {email} -> {sub.out}")
+            try:
+                account.result = await run_export(sub, progress, kling=kling)
+            except (KlingError, OSError, ExportUsageError, RecursionError) as exc:
+                # One account's failure must not lose the others' work; its checkpoint keeps
+                # what it did, for --resume.
+                account.error = exc
+            outcome.accounts.append(account)
+            if on_account is not None:
+                on_account(account)
+    return outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import urllib.request
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -158,6 +159,11 @@ def download_url(base_url: URL) -> URL:
     return base_url.with_path(base_url.path + "/assets/download")
 
 
+def accounts_url(base_url: URL) -> URL:
+    """``{base_url}/accounts``."""
+    return base_url.with_path(base_url.path + "/accounts")
+
+
 def request_headers(token: str) -> dict[str, str]:
     """Headers sent with every API request. The token goes only to the API's origin."""
     return {
@@ -165,6 +171,44 @@ def request_headers(token: str) -> dict[str, str]:
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
+
+
+def parse_proxy(proxy: str) -> URL:
+    """A proxy URL, checked. A value without a scheme (``proxy:3128``) means ``http://``, as
+    curl and urllib read it. Credentials in it (``user:password@``) stay: aiohttp turns them
+    into ``Proxy-Authorization``, the only thing that header ever carries (never the token).
+
+    Raises:
+        ValueError: Not a usable http(s) proxy URL.
+    """
+    text = proxy.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        url = URL(text)
+    except (ValueError, TypeError):
+        raise ValueError("the proxy must be an http(s) URL such as http://proxy:3128") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("the proxy must be an http(s) URL such as http://proxy:3128")
+    return url.with_path("").with_query(None).with_fragment(None)
+
+
+def env_proxies() -> dict[str, str]:
+    """``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` (either case) as urllib reads them:
+    ``{"http": ..., "https": ..., "no": ...}``."""
+    return dict(urllib.request.getproxies_environment())
+
+
+def proxy_for(url: URL, proxies: Mapping[str, str]) -> str | None:
+    """The proxy ``proxies`` (from :func:`env_proxies`) name for ``url``, or ``None``: none
+    for its scheme, or its host matches ``NO_PROXY``."""
+    chosen = proxies.get(url.scheme)
+    if not chosen or not url.host:
+        return None
+    host = f"{url.host}:{url.port}" if url.port is not None else url.host
+    if urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
+        return None
+    return chosen
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -369,6 +413,15 @@ def redact_text(text: str, secrets: tuple[bytes, ...]) -> str:
         if plain and plain in text:
             text = text.replace(plain, "***")
     return text
+
+
+def is_plain_text(body: bytes) -> bool:
+    """Whether an error body is not JSON (useapi's "none configured" 404 of ``/accounts``)."""
+    try:
+        msgspec.json.decode(body)
+    except _BAD_JSON:
+        return True
+    return False
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -5,11 +5,18 @@ times a second, cut to the terminal's width (a wrapped line cannot be rewritten:
 would leave a copy behind). Anywhere else (a log file, CI), a plain line every ``every_pages``
 pages, so a log stays readable and small. Errors always get through; ``quiet`` silences the
 rest. No third-party progress library: the package depends on aiohttp and msgspec only.
+
+A long wait (a 429's ``Retry-After``, a backoff, the pace: see :meth:`Progress.waiting`) takes
+the status line over on a terminal and counts down once a second; elsewhere it is one plain
+line when the wait starts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -17,6 +24,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 __all__ = ["Progress", "format_bytes", "format_duration"]
+
+_WAITING = re.compile(r"waiting [0-9]+ s")
 
 
 def format_bytes(n: int) -> str:
@@ -80,6 +89,8 @@ class Progress:
         self._last_pages = 0
         self._width = 0  # length of the status line on screen, 0 when none is shown
         self._columns = columns
+        self._wait: tuple[str, float] | None = None  # (message, deadline) of a wait shown
+        self._ticker: asyncio.Task[None] | None = None
 
     @property
     def stream(self) -> TextIO:
@@ -131,7 +142,10 @@ class Progress:
             if not force and now - self._last_draw < self.min_interval:
                 return
             self._last_draw = now
-            self._draw(self._parts(works, pages, retries, files, nbytes, now))
+            waiting = self._wait_text(now)
+            self._draw(
+                [waiting] if waiting else self._parts(works, pages, retries, files, nbytes, now)
+            )
         elif pages >= self._last_pages + self.every_pages:
             self._last_pages = pages
             line = self._status(works, pages, retries, files, nbytes, now)
@@ -167,6 +181,50 @@ class Progress:
         if files is not None:
             parts.append(f"{files:,} files ({format_bytes(nbytes or 0)})")
         return parts
+
+    def waiting(self, message: str, seconds: float) -> None:
+        """Show that a wait of ``seconds`` starts (``message`` says ``waiting N s``).
+
+        On a terminal the status line shows the message, its ``N`` counting down once a
+        second, until the wait is over; elsewhere one plain line is printed now. Made for
+        ``KlingSession``'s announcements of waits over 2 s.
+        """
+        if self.quiet:
+            return
+        if not self.tty:
+            self._write(f"{self.prefix}: {message}\n")
+            return
+        now = self._clock()
+        self._wait = (message, now + seconds)
+        self._draw([self._wait_text(now) or message])
+        self._last_draw = now
+        if self._ticker is None or self._ticker.done():
+            try:
+                self._ticker = asyncio.get_running_loop().create_task(self._tick())
+            except RuntimeError:  # no running loop: the line stays as drawn
+                self._ticker = None
+
+    def _wait_text(self, now: float) -> str | None:
+        if self._wait is None:
+            return None
+        message, deadline = self._wait
+        left = deadline - now
+        if left <= 0:
+            self._wait = None
+            return None
+        return _WAITING.sub(f"waiting {math.ceil(left)} s", message, count=1)
+
+    async def _tick(self) -> None:
+        """Redraw the countdown once a second until the wait is over."""
+        while self._wait is not None:
+            _, deadline = self._wait
+            left = deadline - self._clock()
+            await asyncio.sleep(min(1.0, max(left, 0.0)) or 0.01)
+            text = self._wait_text(self._clock())
+            if text is not None:
+                self._draw([text])
+                self._last_draw = self._clock()
+        self.clear()  # the next update draws the counters again
 
     def columns(self) -> int:
         """The terminal's width in characters."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -16,13 +17,21 @@ import aiohttp
 from yarl import URL
 
 from . import _http
-from ._retry import RetryState
+from ._retry import DEFAULT_MAX_RETRY_AFTER, Announcer, RequestGate, RetryState
 from ._walk import Walk, WalkCheckpoint
-from ._watch import Watcher, WatchState
-from .errors import DecodeError, RedirectError, SessionClosedError, TransportError
+from ._watch import DEFAULT_MAX_BUFFER, Watcher, WatchState
+from .errors import (
+    DecodeError,
+    NotFoundError,
+    RedirectError,
+    SessionClosedError,
+    TransportError,
+)
 from .models import (
+    ACCOUNTS_DECODER,
     ASSETS_PAGE_DECODER,
     DOWNLOAD_LINK_DECODER,
+    Account,
     AssetsPage,
     DownloadLink,
     Work,
@@ -37,6 +46,11 @@ _T = TypeVar("_T")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+
+#: ``on_retry(status, attempt, delay)``: ``status`` is the HTTP status that is retried (429,
+#: 5xx) or ``None`` for a network failure; ``attempt`` counts retries from 1; ``delay`` is the
+#: wait in seconds about to start.
+OnRetry = Callable[[int | None, int, float], None]
 
 
 class _Pool:
@@ -94,6 +108,20 @@ class KlingSession:
         backoff_cap: Longest backoff between two tries, in seconds.
         max_response_bytes: Bodies larger than this are refused with a
             :class:`~kling_async.DecodeError` before they are read whole.
+        min_request_interval: Least time, in seconds, between two API requests of this
+            session (pages, prefetched pages, download links, accounts, watches; CDN files are
+            not paced). One limiter serves every task that uses the session.
+        max_retry_after: Longest wait honoured from a server's ``Retry-After`` (header or
+            ``retryAfter`` in the body), in seconds: a longer one is waited out for this long,
+            then the request is retried (it counts against ``max_retries``).
+        on_retry: Called as ``on_retry(status, attempt, delay)`` just before each retry's wait
+            (``status`` is ``None`` for a network failure, ``attempt`` counts from 1). Waits
+            over 2 s are also logged at INFO on the ``kling_async`` logger.
+        proxy: An http(s) proxy URL for every request, API and CDN alike
+            (``http://user:password@proxy:3128``). Without it, the session this object creates
+            follows ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY``; a ``session`` you pass
+            keeps its own proxy settings. The token travels only in ``Authorization`` to the
+            API (inside the TLS tunnel for https), never in ``Proxy-Authorization``.
 
     Raises:
         ValueError: No token was given and ``USEAPI_TOKEN`` is not set, or an argument is
@@ -113,6 +141,10 @@ class KlingSession:
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         max_response_bytes: int = 64 * 1024 * 1024,
+        min_request_interval: float = 0.0,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        on_retry: OnRetry | None = None,
+        proxy: str | None = None,
     ) -> None:
         if token is None:
             token = os.environ.get("USEAPI_TOKEN") or None
@@ -132,10 +164,34 @@ class KlingSession:
         _http.check_seconds("backoff_cap", backoff_cap)
         _http.check_count("max_retries", max_retries, minimum=0)
         _http.check_count("max_response_bytes", max_response_bytes, minimum=1)
+        for name, value in (
+            ("min_request_interval", min_request_interval),
+            ("max_retry_after", max_retry_after),
+        ):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if on_retry is not None and not callable(on_retry):
+            raise TypeError("on_retry must be a callable on_retry(status, attempt, delay)")
+        # Never logged nor shown in repr(): it may carry the proxy's password.
+        self._proxy = _http.parse_proxy(proxy) if proxy is not None else None
+        # Only the session this object creates follows the environment; a given one keeps
+        # its own settings (its trust_env). Read here, not by aiohttp's trust_env, which
+        # would also send ~/.netrc credentials to every host, the CDN included.
+        self._env_proxies = _http.env_proxies() if session is None and proxy is None else {}
+        for scheme in ("http", "https"):
+            if self._env_proxies.get(scheme):
+                try:
+                    _http.parse_proxy(self._env_proxies[scheme])
+                except ValueError:
+                    # Said now, once, rather than as a ValueError from every request.
+                    raise ValueError(
+                        f"{scheme.upper()}_PROXY in the environment is not an http(s) proxy URL"
+                    ) from None
         self._base_url = _http.resolve_base_url(base_url)
         self._origin = self._base_url.origin()
         self._assets_url = _http.assets_url(self._base_url)
         self._download_url = _http.download_url(self._base_url)
+        self._accounts_url = _http.accounts_url(self._base_url)
         self._email = _http.check_email(email)
         self._headers = _http.request_headers(token)
         # A server may echo the token back (a proxy's error page, a debug body): every text
@@ -144,8 +200,16 @@ class KlingSession:
         self._plain_headers = {"User-Agent": _http.USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.on_retry = on_retry
+        # One gate for the whole session: the pace and the 429/5xx backoff apply to every
+        # API request, whichever walk, prefetch, download or watch sends it.
+        self._gate = RequestGate(
+            base=backoff_base,
+            cap=backoff_cap,
+            max_retry_after=max_retry_after,
+            min_interval=min_request_interval,
+            sleep=self._sleep,
+        )
         self.max_response_bytes = max_response_bytes
         # The pool every call shares: the caller's session, or ours inside `async with`.
         self._session = session
@@ -294,9 +358,65 @@ class KlingSession:
         """The default Kling account email, or ``None``."""
         return self._email
 
+    @property
+    def backoff_base(self) -> float:
+        """Base of the exponential backoff, in seconds."""
+        return self._gate.base
+
+    @backoff_base.setter
+    def backoff_base(self, value: float) -> None:
+        self._gate.base = value
+
+    @property
+    def backoff_cap(self) -> float:
+        """Longest backoff between two tries, in seconds."""
+        return self._gate.cap
+
+    @backoff_cap.setter
+    def backoff_cap(self, value: float) -> None:
+        self._gate.cap = value
+
+    @property
+    def min_request_interval(self) -> float:
+        """Least time between two API requests of this session, in seconds."""
+        return self._gate.min_interval
+
+    @property
+    def max_retry_after(self) -> float:
+        """Longest ``Retry-After`` honoured as such, in seconds."""
+        return self._gate.max_retry_after
+
     def new_retry_state(self) -> RetryState:
-        """A fresh backoff state with this session's settings (one per call or walk)."""
-        return RetryState(base=self.backoff_base, cap=self.backoff_cap, sleep=self._sleep)
+        """Per-call (or per-walk) request and retry counters in front of the session's
+        shared pace and backoff."""
+        return RetryState(self._gate)
+
+    def _new_cdn_retry_state(self) -> RetryState:
+        """A backoff of its own for CDN fetches: not paced, and pausing no API request."""
+        return RetryState(
+            base=self._gate.base,
+            cap=self._gate.cap,
+            max_retry_after=self._gate.max_retry_after,
+            sleep=self._sleep,
+        )
+
+    def _add_announcer(self, announcer: Announcer) -> None:
+        """Call ``announcer(message, seconds)`` when a wait over 2 s starts (the CLI's
+        progress line)."""
+        self._gate.announcers.append(announcer)
+
+    def _announce(self, message: str, seconds: float) -> None:
+        """Announce a wait of ``seconds`` (logged at INFO and shown when over 2 s)."""
+        self._gate.announce(message, seconds)
+
+    def _proxy_for(self, url: URL) -> URL | None:
+        """The proxy of a request to ``url``: the explicit one, else the environment's."""
+        if self._proxy is not None:
+            return self._proxy
+        if not self._env_proxies:
+            return None
+        chosen = _http.proxy_for(url, self._env_proxies)
+        return _http.parse_proxy(chosen) if chosen is not None else None
 
     # -- transport ------------------------------------------------------------------------
 
@@ -319,12 +439,14 @@ class KlingSession:
                 url = _http.check_hop(url)
                 for _ in range(_MAX_REDIRECTS + 1):
                     on_api = api and url.origin() == self._origin
-                    log.debug("GET %s", url)
+                    proxy = self._proxy_for(url)
+                    log.debug("GET %s%s", url, " (through a proxy)" if proxy is not None else "")
                     async with http.get(
                         url,
                         headers=self._headers if on_api else self._plain_headers,
                         allow_redirects=False,
                         timeout=timeout,
+                        proxy=proxy,
                     ) as resp:
                         location = resp.headers.get("Location")
                         if resp.status in _REDIRECTS and location:
@@ -439,11 +561,50 @@ class KlingSession:
             if attempt >= self.max_retries:
                 raise error
             delay = retry.delay(attempt, wait_hint)
-            log.debug("retry %d/%d in %.2f s after %s", attempt + 1, self.max_retries, delay, error)
-            retry.push(delay)
             attempt += 1
+            self._announce_retry(error, attempt, delay, wait_hint)
+            retry.push(delay)
+
+    def _announce_retry(
+        self, error: Exception, attempt: int, delay: float, wait_hint: float | None
+    ) -> None:
+        status = getattr(error, "status", None)
+        what = f"{status} from the API" if status is not None else "network error"
+        message = f"{what}: waiting {delay:.0f} s (retry {attempt}/{self.max_retries})"
+        if wait_hint is not None and wait_hint > delay:
+            message += f"; Retry-After {wait_hint:.0f} s capped at max_retry_after"
+        log.debug("retrying after %s", error)
+        self._announce(message, delay)
+        if self.on_retry is not None:
+            self.on_retry(status, attempt, delay)
 
     # -- API ------------------------------------------------------------------------------
+
+    async def get_accounts(self) -> dict[str, Account]:
+        """The Kling accounts configured in useapi (``GET /accounts``), keyed by email.
+
+        An account whose value lacks ``email`` gets its key. The passwords the API sends are
+        dropped while decoding.
+
+        Returns:
+            ``{email: Account}``; empty when none is configured (the API's plain-text 404).
+
+        Raises:
+            APIError: Any other error status (after retries for 429/5xx).
+            TransportError: The request kept failing (after retries).
+            DecodeError: The body is not an object of accounts.
+        """
+        try:
+            body, url = await self._get_bytes(self._accounts_url, {})
+        except NotFoundError as exc:
+            if _http.is_plain_text(exc.body):
+                return {}
+            raise
+        accounts = _http.decode(ACCOUNTS_DECODER, body, url=url)
+        for email, account in accounts.items():
+            if account.email is None:
+                account.email = email
+        return accounts
 
     def _params(
         self, page_num: int, page_size: int, content_type: str | None, email: str | None
@@ -645,12 +806,17 @@ class KlingSession:
         max_backoff: float = 600.0,
         max_pending: int = 1000,
         max_pending_age: float = 6 * 3600.0,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_polls: int | None = None,
+        raw: bool = False,
     ) -> Watcher:
         """Poll for new works every ``interval`` seconds and yield each exactly once.
 
         Each poll walks from page 1 down to the works already known (offset drift is
-        deduplicated as in :meth:`iter_works`). ``async for work in kling.watch_works():``
-        runs until cancelled.
+        deduplicated as in :meth:`iter_works`), then yields that poll's new works **oldest
+        first** (the reverse of list order), so a bot handles them in the order they were
+        made. ``async for work in kling.watch_works():`` runs until cancelled (or
+        ``max_polls``).
 
         Args:
             interval: Seconds between polls.
@@ -669,6 +835,10 @@ class KlingSession:
             max_pending: Most works held back while rendering; the oldest are dropped beyond.
             max_pending_age: Seconds (of ``create_time``, behind the newest work seen) after
                 which a held-back work that never succeeded (failed, deleted) is given up.
+            max_buffer: Most works one poll holds before yielding them (default 1000). In a
+                bigger burst the oldest are yielded and the newest wait for the next poll.
+            max_polls: Stop after this many polls (``1`` for a cron job); ``None`` runs on.
+            raw: Also keep each work exactly as the API sent it, in ``watcher.last_raw``.
 
         Returns:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
@@ -689,4 +859,7 @@ class KlingSession:
             max_backoff=max_backoff,
             max_pending=max_pending,
             max_pending_age=max_pending_age,
+            max_buffer=max_buffer,
+            max_polls=max_polls,
+            raw=raw,
         )

@@ -1,7 +1,14 @@
-"""watch_works: poll for new works, each yielded exactly once, across restarts."""
+"""watch_works: poll for new works, each yielded exactly once, across restarts.
+
+A poll walks from page 1 (newest first) down to the works already known, keeps the new ones in
+a bounded buffer, then yields them **oldest first**, so a bot posts works in the order they
+were made. At most ``max_buffer`` works are held: in a bigger burst the oldest ones are
+yielded and the newest wait for the next poll (nothing is lost, the order still holds).
+"""
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -17,13 +24,16 @@ from .models import Work
 if TYPE_CHECKING:
     from ._session import KlingSession
 
-__all__ = ["WatchState", "Watcher"]
+__all__ = ["DEFAULT_MAX_BUFFER", "WatchState", "Watcher"]
 
 log = logging.getLogger("kling_async")
 
 #: Errors a watch rides out (with backoff) instead of ending. A stalled poll (a burst of a
 #: page or more of new works per request) is worth another try later, too.
 TRANSIENT = (RateLimitError, ServerError, TransportError, DecodeError, WalkStalledError)
+
+#: Most new works one poll holds (and yields, oldest first); newer ones wait for the next poll.
+DEFAULT_MAX_BUFFER = 1000
 
 
 class WatchState(msgspec.Struct, kw_only=True):
@@ -36,8 +46,9 @@ class WatchState(msgspec.Struct, kw_only=True):
     Attributes:
         watermark: ``create_time`` (epoch ms) up to which, inclusive, every work has been
             handled (yielded, held as pending, or there before the watch began).
-        delivered: Ids of newer works already handled by a poll still under way: what a
-            restart in the middle of a poll must not repeat.
+        delivered: Ids of newer works already handled: by a poll still under way (what a
+            restart in the middle of a poll must not repeat), or by a poll whose buffer left
+            newer works for the next one.
         pending: Works seen while still rendering, held back until they succeed:
             ``work_id -> create_time``.
     """
@@ -60,10 +71,21 @@ class WatchState(msgspec.Struct, kw_only=True):
         return msgspec.json.decode(data, type=cls)
 
 
+class _Item(msgspec.Struct, gc=False):
+    """A work a poll will yield."""
+
+    created: int
+    seq: int  # position in the walk: later means older in list order
+    work: Work
+    raw: msgspec.Raw | None
+    from_pending: bool
+
+
 class Watcher:
     """An async iterator of new works; create it with :meth:`KlingSession.watch_works`.
 
-    ``state`` is always up to date with what has been yielded.
+    Each poll's works come oldest first. ``state`` is always up to date with what has been
+    yielded; with ``raw=True``, ``last_raw`` is the last work exactly as the API sent it.
     """
 
     def __init__(
@@ -80,11 +102,18 @@ class Watcher:
         max_backoff: float,
         max_pending: int,
         max_pending_age: float = 6 * 3600.0,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        max_polls: int | None = None,
+        raw: bool = False,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval}")
         if max_pending < 0:
             raise ValueError(f"max_pending must be >= 0, got {max_pending}")
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            raise ValueError(f"max_buffer must be an int >= 1, got {max_buffer!r}")
+        if max_polls is not None and max_polls < 1:
+            raise ValueError(f"max_polls must be >= 1 or None, got {max_polls}")
         # Validate the walk's arguments now rather than at the first poll.
         kling.walk(page_size=page_size, content_type=content_type, email=email)
         self._kling = kling
@@ -96,12 +125,19 @@ class Watcher:
         self.max_backoff = max(max_backoff, interval)
         self.max_pending = max_pending
         self.max_pending_age = max_pending_age
+        self.max_buffer = max_buffer
+        self.max_polls = max_polls
+        self.raw = raw
         if state is None:
             state = WatchState(watermark=to_epoch_ms(since))
         elif since is not None:
             raise ValueError("pass either since or state, not both")
         self.state = state
         self.polls = 0
+        self.last_raw: msgspec.Raw | None = None
+        """With ``raw=True``: the work last yielded, exactly as the API sent it."""
+        self._last: _Item | None = None
+        self._given_back = False
         self._gen = self._run()
 
     def __aiter__(self) -> Watcher:
@@ -114,6 +150,40 @@ class Watcher:
         """Stop the watch."""
         await self._gen.aclose()
 
+    def poll(self) -> AsyncGenerator[Work, None]:
+        """One poll, now: the new works, oldest first. Errors are raised, not ridden out.
+
+        The first poll of a watcher with neither ``since`` nor ``state`` yields nothing: it
+        only notes where "now" is. ``async for work in watcher`` runs polls in a loop with
+        backoff; this is for callers that schedule polls themselves (cron, ``--once``).
+        """
+        return self._poll()
+
+    def give_back(self, work: Work) -> None:
+        """Say the work just yielded was not handled (its handler failed).
+
+        It is taken out of ``state`` and the current poll ends there: the next poll yields
+        it again first, then the works after it. Nothing after it is skipped or marked done.
+
+        Raises:
+            ValueError: ``work`` is not the work yielded last.
+        """
+        last = self._last
+        if last is None or last.work.work_id != work.work_id:
+            raise ValueError("give_back() takes the work yielded last")
+        work_id, state = work.work_id, self.state
+        assert work_id is not None  # a poll yields only works with an id
+        if last.from_pending:
+            state.pending[work_id] = last.created  # held back again, as before the poll
+        elif work_id in state.delivered:
+            state.delivered.remove(work_id)
+        self._last = None
+        self._given_back = True
+
+    def backoff(self, failures: int) -> float:
+        """The wait after ``failures`` failed polls in a row (from ``interval`` upwards)."""
+        return float(min(self.max_backoff, self.interval * 2**failures))
+
     async def _first_watermark(self) -> None:
         """With neither since nor state: start from the newest work, by the server's clock."""
         page = await self._kling.get_assets(
@@ -124,51 +194,92 @@ class Watcher:
         self.state.watermark = newest
 
     async def _poll(self) -> AsyncGenerator[Work, None]:
-        """One walk from page 1 down to the watermark (or the oldest pending work)."""
+        """Walk from page 1 down to the watermark (or the oldest pending work), then yield
+        the new works oldest first."""
         state = self.state
-        watermark = state.watermark or 0
+        self._given_back = False  # a consumer may have left the last poll at a give_back
+        if state.watermark is None:
+            await self._first_watermark()
+            self.polls += 1
+            return
+        watermark = state.watermark
         # A work that never succeeds (failed, deleted) must not keep every poll walking deep.
         too_old = watermark - int(self.max_pending_age * 1000)
         for stale_id in [w for w, created in state.pending.items() if created < too_old]:
             del state.pending[stale_id]
             log.debug("watch: gave up on pending work %d (older than max_pending_age)", stale_id)
         floor = min([watermark, *state.pending.values()])
-        delivered = set(state.delivered)
-        seen_now: dict[int, int] = {}  # new works of this poll: id -> create_time
+        handled = set(state.delivered)  # handled by an earlier, interrupted poll
+        seen: dict[int, int] = {}  # new works of this poll (handled before or not): id -> time
+        # A max-heap on (create_time, list order): the newest is dropped when it is full.
+        heap: list[tuple[int, int, _Item]] = []
+        dropped_min: int | None = None  # oldest create_time left for the next poll
+        seq = 0
         walk = self._kling.walk(
             page_size=self.page_size,
             content_type=self.content_type,
             email=self.email,
             since=max(0, floor - 1),  # pending works may sit exactly on the floor
+            raw=self.raw,
         )
         async with aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
-                for work in batch.works:
+                raws = batch.raw_works if self.raw else None
+                for i, work in enumerate(batch.works):
                     wid, created = work.work_id, work.create_time
                     if wid is None or created is None:
                         continue
-                    if wid in state.pending:
-                        if work.succeeded or not self.only_succeeded:
-                            del state.pending[wid]
-                            yield work
+                    from_pending = wid in state.pending
+                    if from_pending:
+                        if not (work.succeeded or not self.only_succeeded):
+                            continue
+                    elif created <= watermark:
                         continue
-                    if created <= watermark:
-                        continue
-                    if wid in delivered:
-                        # Handled by an earlier, interrupted poll: the watermark must cover it.
-                        seen_now[wid] = created
-                        continue
-                    delivered.add(wid)
-                    seen_now[wid] = created
-                    # Recorded before the work is handed out: save the state after handling it.
-                    state.delivered.append(wid)
-                    if self.only_succeeded and not work.succeeded:
-                        self._hold(wid, created)
-                        continue
-                    yield work
-        # The whole poll is handled: everything up to its newest work is done.
-        state.watermark = max(seen_now.values(), default=watermark)
-        state.delivered = []
+                    else:
+                        seen[wid] = created
+                        if wid in handled:
+                            continue
+                        if self.only_succeeded and not work.succeeded:
+                            self._hold(wid, created)
+                            continue
+                    seq += 1
+                    item = _Item(
+                        created, seq, work, raws[i] if raws is not None else None, from_pending
+                    )
+                    heapq.heappush(heap, (-created, seq, item))
+                    if len(heap) > self.max_buffer:
+                        _, _, newest = heapq.heappop(heap)
+                        if not newest.from_pending:
+                            dropped_min = min(newest.created, dropped_min or newest.created)
+        # Oldest first; among equal times, the reverse of list order.
+        items = sorted((entry[2] for entry in heap), key=lambda it: (it.created, -it.seq))
+        del heap
+        for item in items:
+            wid = item.work.work_id
+            assert wid is not None
+            # Recorded before the work is handed out: save the state after handling it.
+            if item.from_pending:
+                state.pending.pop(wid, None)
+            else:
+                state.delivered.append(wid)
+                handled.add(wid)
+            self._last = item
+            self.last_raw = item.raw
+            yield item.work
+            if self._given_back:
+                # The watermark stays: the next poll starts again from the given-back work.
+                self._given_back = False
+                self.polls += 1
+                return
+        self._last = None
+        # Everything up to the new watermark is handled; works newer than it that were
+        # handled already stay listed in delivered (only when the buffer left some behind).
+        new_mark = max(seen.values(), default=watermark)
+        if dropped_min is not None:
+            new_mark = dropped_min - 1
+        state.watermark = max(watermark, new_mark)
+        state.delivered = [w for w in handled if seen.get(w, 0) > state.watermark]
+        self.polls += 1
 
     def _hold(self, work_id: int, created: int) -> None:
         pending = self.state.pending
@@ -184,17 +295,15 @@ class Watcher:
         failures = 0
         while True:
             try:
-                if self.state.watermark is None:
-                    await self._first_watermark()
-                else:
-                    async with aclosing(self._poll()) as works:
-                        async for work in works:
-                            yield work
-                self.polls += 1
+                async with aclosing(self._poll()) as works:
+                    async for work in works:
+                        yield work
                 failures = 0
+                if self.max_polls is not None and self.polls >= self.max_polls:
+                    return
                 delay = self.interval
             except TRANSIENT as exc:
-                delay = min(self.max_backoff, self.interval * 2**failures)
+                delay = self.backoff(failures)
                 failures += 1
                 log.warning("watch: %s; polling again in %.1f s", exc, delay)
             await self._kling._sleep(delay)  # close() ends it

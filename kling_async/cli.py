@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ._args import OneLineParser
+from ._cli_common import add_session_arguments
 from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
@@ -55,6 +56,7 @@ kling-async {__version__}: the useapi.net Kling assets API from the command line
 
 commands:
   export        export every work to JSONL (lossless, resumable), optionally with media
+  watch         print each new work as a JSON line, or run a command for it (a bot)
   demo          run the export against the built-in fake API: no token, no network
   fake-server   run the built-in fake API (and CDN) for tests and demos
 
@@ -76,6 +78,14 @@ boundary, and a page-number walk cannot see a work that moves onto a page it alr
 """
 
 EXPORT_EPILOG = """\
+With --all-accounts, OUT is a directory: every Kling account configured in useapi
+(GET /accounts) is exported, one after another, to OUT/<email>.jsonl, each with its own
+checkpoint and lock (--download DIR puts its files in DIR/<email>/). --resume resumes each.
+One account's failure does not stop the others; the exit status is then 1.
+
+A wait over 2 s (a 429's Retry-After, a backoff, --sleep-request) is shown: on a terminal the
+progress line counts it down, otherwise one line says it when it starts.
+
 --resume also starts an export that has no checkpoint yet, so a script can always pass it;
 a resumed export keeps the options it was started with (it refuses different ones). Without
 --resume, an existing non-empty OUT is never overwritten unless --force is given.
@@ -226,7 +236,14 @@ def export_parser() -> OneLineParser:
         metavar="S",
         help="base of the exponential backoff between retries, in seconds (default: 1)",
     )
+    add_session_arguments(api)
     what = parser.add_argument_group("what to export")
+    what.add_argument(
+        "--all-accounts",
+        action="store_true",
+        help="every Kling account of the useapi account, each to OUT/<email>.jsonl (OUT is a "
+        "directory)",
+    )
     what.add_argument("--content-type", choices=("video", "image", "audio"))
     what.add_argument(
         "--since",
@@ -329,6 +346,10 @@ def _export(argv: Sequence[str]) -> int:
         parser.error("--resume needs an output file; stdout (-) cannot be resumed")
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
+    if args.all_accounts and args.out == "-":
+        parser.error("--all-accounts needs a directory for OUT")
+    if args.all_accounts and args.email:
+        parser.error("--all-accounts exports every account: drop --email")
     config = ExportConfig(
         out=args.out,
         token=args.token,
@@ -348,7 +369,14 @@ def _export(argv: Sequence[str]) -> int:
         max_retries=args.max_retries,
         backoff_base=args.backoff_base,
         min_rate=args.min_rate,
+        min_request_interval=args.sleep_request,
+        max_retry_after=args.max_retry_after,
+        proxy=args.proxy,
     )
+    if args.all_accounts:
+        from ._cli_accounts import run_export_all_command
+
+        return run_export_all_command(config, quiet=args.quiet)
     return run_export_command(config, quiet=args.quiet)
 
 
@@ -505,6 +533,12 @@ def run_demo(folder: Path, *, tasks: int = 3000, downloads: int = 10, quiet: boo
     return 1 if failed else 0
 
 
+def _watch(argv: Sequence[str]) -> int:
+    from ._cli_watch import main as watch_main
+
+    return watch_main(argv)
+
+
 def _fake_server(argv: Sequence[str]) -> int:
     from .testing._cli import main as fake_server_main
 
@@ -515,6 +549,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
     "export": _export,
     "fake-server": _fake_server,
+    "watch": _watch,
 }
 
 

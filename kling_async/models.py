@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "Account",
+    "AccountSession",
     "Argument",
     "AssetsPage",
     "DownloadInfo",
@@ -270,5 +272,32 @@ class DownloadLink(_Model, kw_only=True):
     status: str | None = None
 
 
+class AccountSession(_Model, kw_only=True):
+    """The Kling web session useapi holds for an account (``session`` of an :class:`Account`).
+
+    The wire names are mixed case (``userId``, ``ExpireTime``, ``ExpireTimeUTC``).
+    """
+
+    user_id: int | None = None
+    expire_time: int | None = msgspec.field(default=None, name="ExpireTime")
+    """Epoch milliseconds when the session expires."""
+    expire_time_utc: str | None = msgspec.field(default=None, name="ExpireTimeUTC")
+
+
+class Account(_Model, kw_only=True):
+    """One Kling account configured in useapi (a value of ``GET /accounts``).
+
+    Fields the API adds are ignored, and so is the ``password`` it sends: this model has no
+    field for it, so it is never kept in memory past decoding, logged or written anywhere.
+    """
+
+    email: str | None = None
+    max_jobs: int | None = None
+    session: AccountSession | None = None
+
+
 ASSETS_PAGE_DECODER: msgspec.json.Decoder[AssetsPage] = msgspec.json.Decoder(AssetsPage)
 DOWNLOAD_LINK_DECODER: msgspec.json.Decoder[DownloadLink] = msgspec.json.Decoder(DownloadLink)
+ACCOUNTS_DECODER: msgspec.json.Decoder[dict[str, Account]] = msgspec.json.Decoder(
+    dict[str, Account]
+)

@@ -278,7 +278,12 @@ async def test_zip_slip_is_refused_whole(
     err = capsys.readouterr().err
     assert "download failed for work 101: unsafe entry name" in err
     assert "1 download(s) failed" in err
-    assert files_under(tmp_path) == {"w.jsonl", "w.jsonl.checkpoint.json", "media/102.mp4"}
+    assert files_under(tmp_path) == {
+        "w.jsonl",
+        "w.jsonl.checkpoint.json",
+        "w.jsonl.lock",
+        "media/102.mp4",
+    }
     assert "abs-evil.mp3" not in os.listdir("/tmp")
 
 
@@ -326,7 +331,7 @@ async def test_cdn_url_names_are_never_used(hostile: Hostile, tmp_path: Path) ->
     assert await export_cli(hostile, tmp_path) == 0
     assert files_under(tmp_path / "media") == {"301.mp4", "302.png"}
     assert files_under(tmp_path) == {
-        "w.jsonl", "w.jsonl.checkpoint.json", "media/301.mp4", "media/302.png",
+        "w.jsonl", "w.jsonl.checkpoint.json", "w.jsonl.lock", "media/301.mp4", "media/302.png",
     }  # fmt: skip
 
 

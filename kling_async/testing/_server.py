@@ -81,6 +81,7 @@ _HTML_504: Final = (
     "</body>\r\n</html>\r\n"
 )
 _CAPACITY: Final = "All configured Kling accounts are currently at maximum capacity"
+_NO_CONFIGURATION: Final = "Configuration not found. To create configuration use POST /accounts."
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Faults:
         inserts_per_request: tasks inserted at the head before serving each assets request
             (fractions accumulate: 0.5 inserts one task every other request).
         seed: seed of the fault draws; None uses the server's seed.
+        email: only the assets requests of this account (its ``email`` parameter, case
+            aside) get faults; None: every account's.
     """
 
     rate: float = 0.0
@@ -119,6 +122,7 @@ class Faults:
     slow_seconds: float = 5.0
     inserts_per_request: float = 0.0
     seed: int | None = None
+    email: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -151,6 +155,9 @@ class FakeStats:
         in_flight: assets requests being handled right now.
         max_in_flight: the most assets requests handled at once.
         last_headers: headers of the last assets request (case-insensitive), or None.
+        accounts_requests: ``GET /accounts`` requests received.
+        api_times: ``time.monotonic()`` at the arrival of each API request (assets, download,
+            accounts), in order: to check a client's pace from the server's side.
     """
 
     requests: int = 0
@@ -164,6 +171,8 @@ class FakeStats:
     in_flight: int = 0
     max_in_flight: int = 0
     last_headers: CIMultiDict[str] | None = None
+    accounts_requests: int = 0
+    api_times: list[float] = field(default_factory=list)
 
     def reset(self) -> None:
         """Zero every counter (``in_flight`` keeps counting requests still in progress)."""
@@ -177,6 +186,8 @@ class FakeStats:
         self.cdn_auth_requests = 0
         self.max_in_flight = self.in_flight
         self.last_headers = None
+        self.accounts_requests = 0
+        self.api_times = []
 
 
 class _BadRequest(Exception):
@@ -212,7 +223,8 @@ def _url_host(host: str) -> str:
 class FakeKlingServer:
     """A faithful fake of useapi.net's Kling assets API, for tests and benchmarks.
 
-    Serves ``GET /v1/kling/assets/`` and ``GET /v1/kling/assets/download`` on one port and a
+    Serves ``GET /v1/kling/assets/``, ``GET /v1/kling/assets/download`` and
+    ``GET /v1/kling/accounts`` on one port and a
     fake Kling CDN (the ``cdnUrl`` targets) on a second port, over a lazily generated
     :class:`FakeLibrary` per account. Use it as ``async with`` (in the running loop), with
     explicit :meth:`start` / :meth:`close`, or as a plain ``with`` (in a background thread
@@ -222,9 +234,11 @@ class FakeKlingServer:
         tasks: history entries (tasks) in each account's library.
         token: the bearer token the API accepts.
         seed: drives the libraries and the fault draws.
-        emails: Kling account emails; each gets its own library. None: one account and the
-            ``email`` parameter is ignored. One email: ``email`` is optional but must match.
-            Several: ``email`` is required.
+        emails: Kling account emails; each gets its own library and ``/accounts`` lists them.
+            None: one account, the ``email`` parameter is ignored and ``/accounts`` answers
+            404 in plain text, as useapi does when no account is configured. One email:
+            ``email`` is optional but must match. Several: ``email`` is required (400
+            without it).
         faults: faults to inject (adjustable later through ``server.faults``).
         latency: seconds to sleep before answering each assets request (``server.latency``).
         file_size: size in bytes of each file the CDN serves.
@@ -442,6 +456,8 @@ class FakeKlingServer:
             api.router.add_get(_API_PREFIX + path, self._handle_assets)
         for path in ("/assets/download", "/assets/download/"):
             api.router.add_get(_API_PREFIX + path, self._handle_download)
+        for path in ("/accounts", "/accounts/"):
+            api.router.add_get(_API_PREFIX + path, self._handle_accounts)
         cdn = web.Application()
         cdn.router.add_get("/files/{name}", self._handle_cdn_file)
         cdn.router.add_get("/zips/{name}", self._handle_cdn_zip)
@@ -624,6 +640,7 @@ class FakeKlingServer:
 
     async def _handle_assets(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
+        stats.api_times.append(time.monotonic())
         stats.requests += 1
         number = stats.requests
         stats.last_headers = CIMultiDict(request.headers)
@@ -641,6 +658,11 @@ class FakeKlingServer:
             await self._pause(self.latency)
             self._insert_due(request)
             fault = self._draw_fault(number)
+            only = self._faults.email
+            if only is not None and (request.query.get("email") or "").strip().lower() != (
+                only.strip().lower()
+            ):
+                fault = None
             if fault is not None:
                 stats.faults[fault] += 1
             if fault == "slow":
@@ -694,10 +716,39 @@ class FakeKlingServer:
         return response
 
     async def _handle_download(self, request: web.Request) -> web.Response:
+        self.stats.api_times.append(time.monotonic())
         self.stats.downloads += 1
         response = self._download(request)
         self.stats.statuses[response.status] += 1
         return response
+
+    async def _handle_accounts(self, request: web.Request) -> web.Response:
+        stats = self.stats
+        stats.api_times.append(time.monotonic())
+        stats.accounts_requests += 1
+        response = self._accounts(request)
+        stats.statuses[response.status] += 1
+        return response
+
+    def _accounts(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json(401, {"error": "Unauthorized", "code": 401})
+        if not self.emails:
+            return web.Response(status=404, text=_NO_CONFIGURATION, content_type="text/plain")
+        body: dict[str, Any] = {}
+        for i, email in enumerate(self.emails):
+            user_id = 10_000 + i
+            body[email] = {
+                "email": email,
+                "maxJobs": 5,
+                "session": {
+                    "userId": user_id,
+                    "ExpireTime": 1_746_760_011_119,
+                    "ExpireTimeUTC": "2025-05-09T03:06:51.119Z",
+                },
+                "password": "…secured…",
+            }
+        return _json(200, body)
 
     def _download(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
