@@ -40,6 +40,7 @@ import msgspec
 from ._download import DEFAULT_MIN_RATE, Downloader, DownloadStats
 from ._files import LockedError, atomic_write, exclusive_lock
 from ._http import BASE_URL_ENV, DEFAULT_BASE_URL, env_base_url, normalize_base_url
+from ._lenient import decode_lenient
 from ._progress import Progress, format_bytes, format_duration
 from ._retry import DEFAULT_MAX_RETRY_AFTER
 from ._session import KlingSession
@@ -508,15 +509,20 @@ class _Export:
     def _make_walk(self) -> Walk:
         options, state = self.options, self.state
         try:
-            return self.kling.walk(
+            return Walk(
+                self.kling,
                 raw=True,
-                email=options.email,
+                email=options.email if options.email is not None else self.kling._email,
                 page_size=options.page_size,
                 content_type=options.content_type,
+                start_page=1,
                 since=options.since,
                 max_items=options.max_items,
+                max_pages=None,
                 prefetch=self.config.prefetch,
+                max_stale_pages=3,
                 resume=state.walk if state is not None else None,
+                _full=False,  # lines are written as sent: decode only ids and download fields
             )
         except (ValueError, TypeError) as exc:
             if state is None or self.out is None:
@@ -583,8 +589,8 @@ class _Export:
         assert self.downloader is not None
         for line in _iter_lines(out, length):
             try:
-                work = _WORK_DECODER.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+                work = decode_lenient(line, _WORK_DECODER, Work)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 continue  # not a work this library can read: nothing to download for it
             await self.downloader.submit(work)
 

@@ -223,6 +223,9 @@ class WalkStats(msgspec.Struct, kw_only=True):
     """Times the server was found to serve fewer entries per page than asked."""
     page_size: int = 0
     """The page size in use (smaller than asked after a cap)."""
+    drift_fields: int = 0
+    """Fields of works that arrived with an unexpected type (schema drift): each was
+    converted where lossless, else read as None; the export still writes it as sent."""
 
 
 class _Slot(Generic[P]):

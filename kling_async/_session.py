@@ -18,7 +18,7 @@ from yarl import URL
 
 from . import _http
 from ._retry import DEFAULT_MAX_RETRY_AFTER, Announcer, RequestGate, RetryState
-from ._walk import Walk, WalkCheckpoint
+from ._walk import Drift, Walk, WalkCheckpoint, decode_page
 from ._watch import DEFAULT_MAX_BUFFER, Watcher, WatchState
 from .errors import (
     DecodeError,
@@ -29,7 +29,6 @@ from .errors import (
 )
 from .models import (
     ACCOUNTS_DECODER,
-    ASSETS_PAGE_DECODER,
     DOWNLOAD_LINK_DECODER,
     Account,
     AssetsPage,
@@ -643,7 +642,7 @@ class KlingSession:
         """
         params = self._params(page_num, page_size, content_type, email)
         body, url = await self._get_bytes(self._assets_url, params)
-        return _http.decode(ASSETS_PAGE_DECODER, body, url=url)
+        return decode_page(body, url, Drift())
 
     async def get_download_link(
         self,

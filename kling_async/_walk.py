@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import AsyncGenerator, Hashable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
 from . import _http
+from ._lenient import DriftReport, FieldPath, decode_lenient, format_path, parse_path
 from ._planner import Answer, Batch, Planner, PlanRequest, WalkCheckpoint, WalkStats
 from .errors import DecodeError
-from .models import ASSETS_PAGE_DECODER, AssetsPage, Work
+from .models import ASSETS_PAGE_DECODER, AssetsPage, DownloadInfo, Work
 
 if TYPE_CHECKING:
     from ._retry import RetryState
@@ -33,41 +35,135 @@ __all__ = ["Walk", "WalkCheckpoint", "WalkStats", "WorkPage", "to_epoch_ms"]
 log = logging.getLogger("kling_async")
 
 
-class _RawHistoryItem(msgspec.Struct, gc=False):
+class _RawItem(msgspec.Struct, gc=False):
+    """A history entry as the walk reads it: each work kept as sent; the task untouched."""
+
     works: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    task: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty: absent
 
 
 class _RawPage(msgspec.Struct, gc=False):
-    history: list[_RawHistoryItem] = msgspec.field(default_factory=list)
+    history: list[_RawItem] = msgspec.field(default_factory=list)
 
 
-_RAW_PAGE_DECODER = msgspec.json.Decoder(_RawPage)
+class _TaskId(msgspec.Struct, gc=False):
+    id: msgspec.Raw | None = None
 
 
-class WorkPage(msgspec.Struct, kw_only=True, gc=False):
+class _WorkHead(msgspec.Struct, rename="camel", gc=False):
+    """What the export needs of a work besides its bytes: the walk's id and time, and the
+    downloader's fields."""
+
+    work_id: int | None = None
+    create_time: int | None = None
+    status: int | None = None
+    download_info: DownloadInfo | None = None
+
+
+_RAW_PAGE_DECODER: Final = msgspec.json.Decoder(_RawPage)
+_TASK_ID_DECODER: Final = msgspec.json.Decoder(_TaskId)
+_WORK_DECODER: Final = msgspec.json.Decoder(Work)
+_WORK_HEAD_DECODER: Final = msgspec.json.Decoder(_WorkHead)
+#: The one field the walk cannot do without: it finds its place by work ids.
+_REQUIRED: Final = (("workId",),)
+
+
+class Drift:
+    """Reports schema drift of one walk: a WARNING per field path, a count in its stats."""
+
+    def __init__(self, stats: WalkStats | None = None) -> None:
+        self.stats = stats
+        self._warned: set[str] = set()
+
+    def report(self, prefix: str, path: FieldPath, reason: str, kept: bool) -> None:
+        if self.stats is not None:
+            self.stats.drift_fields += 1
+        # One line per field, whichever work or page it was found in.
+        key = _INDEX.sub("[]", format_path(path, prefix))
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        outcome = "converted" if kept else "read as None"
+        log.warning("schema drift at %s: %s; %s (reported once per walk)", key, reason, outcome)
+
+    def for_work(self, i: int, j: int) -> DriftReport:
+        prefix = f"history[{i}].works[{j}]"
+        return lambda path, reason, kept: self.report(prefix, path, reason, kept)
+
+
+_INDEX: Final = re.compile(r"\[\d+\]")
+
+
+def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage:
+    """A whole page, every field of an unexpected type converted or None (see _lenient).
+
+    Raises:
+        DecodeError: Not JSON, or ``history`` or a work's ``workId`` unusable.
+    """
+    report: DriftReport | None = None
+    if drift is not None:
+        report = lambda path, reason, kept: drift.report("", path, reason, kept)  # noqa: E731
+    try:
+        return decode_lenient(body, ASSETS_PAGE_DECODER, AssetsPage, on_drift=report)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError(url, str(exc)) from exc
+    except RecursionError as exc:  # the untyped re-decode of a deeply nested body
+        raise DecodeError(url, "JSON nested too deeply") from exc
+
+
+class WorkPage:
     """One page of a walk, as handed to the consumer.
 
     Attributes:
         page_num: The ``pageNum`` it was fetched with.
-        page: The whole decoded page, as the API sent it (duplicates included).
         works: The works of this page the walk yields: new ones (not handed out earlier in
-            the walk), inside ``since`` and ``max_items``, in page order.
+            the walk), inside ``since`` and ``max_items``, in page order. A field that arrived
+            with an unexpected type is converted where lossless, else None.
         raw_works: With ``raw=True``, each of ``works`` exactly as the API sent it (every
             field, camelCase keys, unknown fields included); else empty.
     """
 
-    page_num: int
-    page: AssetsPage
-    works: list[Work]
-    raw_works: list[msgspec.Raw]
+    __slots__ = ("_body", "_drift", "_page", "_url", "page_num", "raw_works", "works")
+
+    def __init__(
+        self,
+        *,
+        page_num: int,
+        works: list[Work],
+        raw_works: list[msgspec.Raw],
+        body: bytes,
+        url: str = "",
+        drift: Drift | None = None,
+    ) -> None:
+        self.page_num = page_num
+        self.works = works
+        self.raw_works = raw_works
+        self._body = body
+        self._url = url
+        self._drift = drift
+        self._page: AssetsPage | None = None
+
+    @property
+    def page(self) -> AssetsPage:
+        """The whole page, as the API sent it (duplicates included); decoded on first use."""
+        if self._page is None:
+            self._page = decode_page(self._body, self._url, self._drift)
+        return self._page
+
+    def __repr__(self) -> str:
+        return f"WorkPage(page_num={self.page_num}, works={len(self.works)})"
 
 
-class _Fetched(msgspec.Struct, gc=False):
-    """A decoded page and, with ``raw``, each of its works as sent."""
+class _Fetched:
+    """One answer: its body, each work as sent, and what was decoded of each work."""
 
-    page: AssetsPage
-    works: list[Work]
-    raw_works: list[msgspec.Raw] | None
+    __slots__ = ("body", "raws", "url", "works")
+
+    def __init__(self, body: bytes, url: str, raws: list[msgspec.Raw], works: list[Work]) -> None:
+        self.body = body
+        self.url = url
+        self.raws = raws
+        self.works = works
 
 
 def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None:
@@ -89,26 +185,70 @@ def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None
     return _http.check_epoch_ms(value, name)
 
 
-def _page_answer(fetched: _Fetched, url: str, *, times: bool) -> Answer[_Fetched]:
-    """What the planner reads of a page: entries, work ids, the head, create times."""
-    ids: list[int] = []
-    for i, item in enumerate(fetched.page.history):
-        for j, work in enumerate(item.works):
-            wid = work.work_id
-            if wid is None:
+def _decode_works(
+    raw_page: _RawPage, url: str, drift: Drift, *, full: bool
+) -> tuple[list[msgspec.Raw], list[Work]]:
+    """Each work as sent, and decoded: in full, or (``full=False``, the export) only the
+    fields the walk and the downloader read."""
+    raws: list[msgspec.Raw] = []
+    works: list[Work] = []
+    for i, item in enumerate(raw_page.history):
+        for j, raw in enumerate(item.works):
+            try:
+                if full:
+                    work = decode_lenient(
+                        raw, _WORK_DECODER, Work, on_drift=drift.for_work(i, j), required=_REQUIRED
+                    )
+                else:
+                    head = decode_lenient(
+                        raw,
+                        _WORK_HEAD_DECODER,
+                        _WorkHead,
+                        on_drift=drift.for_work(i, j),
+                        required=_REQUIRED,
+                    )
+                    work = Work(
+                        work_id=head.work_id,
+                        create_time=head.create_time,
+                        status=head.status,
+                        download_info=head.download_info,
+                    )
+            except msgspec.ValidationError as exc:
+                parsed = parse_path(str(exc))
+                where = format_path(parsed[1], f"history[{i}].works[{j}]") if parsed else ""
+                reason = parsed[0] if parsed else str(exc)
+                raise DecodeError(url, f"{where or f'history[{i}].works[{j}]'}: {reason}") from exc
+            except RecursionError as exc:
+                raise DecodeError(url, f"history[{i}].works[{j}]: JSON nested too deeply") from exc
+            if work.work_id is None:
                 raise DecodeError(url, f"history[{i}].works[{j}].workId is missing")
-            ids.append(wid)
-    history = fetched.page.history
+            raws.append(raw)
+            works.append(work)
+    return raws, works
+
+
+def _page_answer(raw_page: _RawPage, fetched: _Fetched, *, times: bool) -> Answer[_Fetched]:
+    """What the planner reads of a page: entries, work ids, the head, create times."""
+    works = fetched.works
+    ids = [w.work_id for w in works if w.work_id is not None]  # all (_decode_works checks)
+    history = raw_page.history
     head: Hashable = None
     if history:
         first = history[0]
-        head = (first.task.id if first.task else None, tuple(w.work_id for w in first.works))
+        task_id: bytes | None = None
+        if first.task and bytes(first.task) != b"null":
+            try:
+                tid = _TASK_ID_DECODER.decode(first.task).id
+                task_id = bytes(tid) if tid is not None else None
+            except msgspec.ValidationError:  # not an object: the task as a whole is the key
+                task_id = bytes(first.task)
+        head = (task_id, tuple(ids[: len(first.works)]))
     return Answer(
         n_entries=len(history),
         ids=ids,
         head=head,
         payload=fetched,
-        times=[w.create_time for w in fetched.works] if times else None,
+        times=[w.create_time for w in works] if times else None,
     )
 
 
@@ -134,6 +274,7 @@ class Walk:
         max_stale_pages: int,
         raw: bool,
         resume: WalkCheckpoint | None,
+        _full: bool = True,
     ) -> None:
         if resume is not None:
             if not isinstance(resume, WalkCheckpoint):
@@ -180,6 +321,9 @@ class Walk:
         self._started = False
         self._retry: RetryState = kling.new_retry_state()
         self.stats = self._planner.stats
+        self._drift = Drift(self.stats)
+        # False (the export): works are decoded only as far as the walk and downloads need.
+        self._full = _full
 
     def checkpoint(self) -> WalkCheckpoint:
         """Where the walk stands after the last batch handed out (verified state only)."""
@@ -205,23 +349,23 @@ class Walk:
         kling = self._kling
         params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
         body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
-        page = _http.decode(ASSETS_PAGE_DECODER, body, url=url)
-        works = page.works()
-        raws: list[msgspec.Raw] | None = None
-        if self.raw and not req.probe:
-            raw_page = _http.decode(_RAW_PAGE_DECODER, body, url=url)
-            raws = [w for item in raw_page.history for w in item.works]
-        fetched = _Fetched(page, works, raws)
-        return _page_answer(fetched, url, times=self.since is not None)
+        # One decode of the page: each work stays the bytes it was sent as; only what the walk
+        # (and the consumer) reads of a work is decoded from them.
+        raw_page = _http.decode(_RAW_PAGE_DECODER, body, url=url)
+        raws, works = _decode_works(raw_page, url, self._drift, full=self._full)
+        fetched = _Fetched(body, url, raws, works)
+        return _page_answer(raw_page, fetched, times=self.since is not None)
 
     def _batch(self, batch: Batch[_Fetched]) -> WorkPage:
         fetched = batch.payload
-        works, raws = fetched.works, fetched.raw_works
+        works, raws = fetched.works, fetched.raws
         return WorkPage(
             page_num=batch.page_num,
-            page=fetched.page,
             works=[works[i] for i in batch.keep],
-            raw_works=[raws[i] for i in batch.keep] if raws is not None else [],
+            raw_works=[raws[i] for i in batch.keep] if self.raw else [],
+            body=fetched.body,
+            url=fetched.url,
+            drift=self._drift,
         )
 
     async def _run(self) -> AsyncGenerator[WorkPage, None]:

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kling_async import APIError, AssetsPage, DecodeError, KlingSession, ServerError, _http
+from kling_async._walk import decode_page
 from kling_async.models import ASSETS_PAGE_DECODER
 from kling_async.testing import FakeLibrary
 
@@ -144,9 +145,11 @@ any_body = st.one_of(st.binary(max_size=2048), json_bodies, page_bodies)
 
 
 def check_decode(body: bytes) -> AssetsPage | DecodeError:
-    """The property: an AssetsPage, or a DecodeError naming the page; anything else escapes."""
+    """The property: an AssetsPage, or a DecodeError naming the page; anything else escapes.
+
+    Decoded as ``get_assets`` does: a field of an unexpected type is converted or None."""
     try:
-        page = _http.decode(ASSETS_PAGE_DECODER, body, url=PAGE_URL)
+        page = decode_page(body, PAGE_URL)
     except DecodeError as exc:
         assert "pageNum=3" in str(exc)
         return exc
