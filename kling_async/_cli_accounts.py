@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from ._cli_common import Terminated, resume_hint, run_main
 from ._export import (
     AccountExport,
     AllAccountsResult,
     ExportConfig,
     ExportUsageError,
-    checkpoint_path,
     run_export_all,
     summary_lines,
 )
@@ -26,8 +24,7 @@ NAME = "kling-async export"
 def _report(progress: Progress, account: AccountExport) -> None:
     """One account's summary, or the one line saying why it failed."""
     if account.error is not None:
-        saved = checkpoint_path(account.out).exists()
-        hint = " (progress saved: continue with --resume)" if saved else ""
+        hint = resume_hint(account.out, account.error)
         progress.error(
             f"{NAME}: account {account.email} failed: {describe_error(account.error)}{hint}"
         )
@@ -62,12 +59,15 @@ def run_export_all_command(config: ExportConfig, *, quiet: bool) -> int:
     """Run the export of every account; 0 when all succeeded, 1 when any failed."""
     progress = Progress(quiet=quiet, prefix=NAME)
     try:
-        outcome = asyncio.run(
+        outcome = run_main(
             run_export_all(config, progress, on_account=lambda a: _report(progress, a))
         )
     except KeyboardInterrupt:
         progress.error(f"{NAME}: interrupted; resume with --resume")
         return 130
+    except Terminated:
+        progress.error(f"{NAME}: terminated; resume with --resume")
+        return 143
     except ExportUsageError as exc:
         progress.error(f"{NAME}: {exc}")
         return 2

@@ -1,13 +1,67 @@
-"""Options every API command shares (``export``, ``watch``): pace, Retry-After cap, proxy."""
+"""What the API commands share (``export``, ``watch``, ``demo``): the pace, Retry-After cap and
+proxy options, and running a coroutine so that Ctrl-C and SIGTERM end it cleanly."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
 import math
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+from ._export import ExportUsageError, checkpoint_path, load_state
 from ._retry import DEFAULT_MAX_RETRY_AFTER
+from .errors import RateLimitError, ServerError, TransportError
 
-__all__ = ["add_session_arguments", "seconds"]
+__all__ = ["Terminated", "add_session_arguments", "resume_hint", "run_main", "seconds"]
+
+#: Out of disk space or quota: free some, and a resume goes on.
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+T = TypeVar("T")
+
+
+class Terminated(Exception):
+    """The process got SIGTERM; the coroutine was cancelled and its cleanup ran (exit 143)."""
+
+
+async def _until_sigterm(main: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    got: list[int] = []
+
+    def on_sigterm() -> None:
+        got.append(signal.SIGTERM)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        installed = False
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if got:  # our own cancellation, for SIGTERM: finally blocks (commits) have run
+            raise Terminated() from None
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_main(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, where SIGTERM, like Ctrl-C, cancels ``main`` so that its cleanup
+    (an export's last commit) runs before the process ends.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C (exit 130).
+        Terminated: SIGTERM (exit 143).
+    """
+    return asyncio.run(_until_sigterm(main))
 
 
 def seconds(text: str) -> float:
@@ -45,3 +99,24 @@ def add_session_arguments(group: argparse._ArgumentGroup) -> None:
         help="http(s) proxy for API and CDN requests (default: $HTTPS_PROXY/$HTTP_PROXY, "
         "honouring $NO_PROXY)",
     )
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """A failure that may not happen again: network, 429, 5xx, a full disk."""
+    if isinstance(exc, (TransportError, RateLimitError, ServerError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+
+
+def resume_hint(out: str, exc: BaseException) -> str:
+    """`` (progress saved: continue with --resume)`` when a resume would get further: the
+    export's checkpoint holds committed works and the failure may pass; else ``""``."""
+    if out == "-" or not _may_pass(exc):
+        return ""
+    try:
+        state = load_state(checkpoint_path(out))
+    except ExportUsageError:
+        return ""
+    if state is None or state.finished or state.out_bytes == 0:
+        return ""
+    return " (progress saved: continue with --resume)"

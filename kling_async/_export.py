@@ -1,22 +1,27 @@
 """The export engine behind ``kling-async export`` (and ``kling-async demo``).
 
 A walk with ``raw=True`` hands out each page's works exactly as the API sent them; each one
-becomes a line of ``OUT`` (JSONL). After each page, in this order:
+becomes a line of ``OUT`` (JSONL), written as its page arrives. Progress is made durable by a
+*group commit*, about once per ``commit_interval`` seconds (default 1; 0 = after every page),
+at the end, and when the export stops (an error, Ctrl-C, SIGTERM, a cancelled task):
 
-1. the page's lines are written, flushed and fsynced;
+1. ``OUT`` is flushed and fsynced: every line written so far is durable;
 2. the checkpoint beside ``OUT`` (``OUT.checkpoint.json``) is replaced atomically (a temp file
    in the same directory, fsync, ``os.replace``, fsync of the directory), holding the walk's
-   :class:`~kling_async.WalkCheckpoint`, the byte length of ``OUT`` and the export's options;
-3. the page's works are queued for download (``--download``).
+   :class:`~kling_async.WalkCheckpoint` as of the last page written, the byte length of ``OUT``
+   at that point and the export's options.
 
-A process killed at any moment therefore leaves a checkpoint that describes a prefix of
-``OUT`` made of whole lines. ``--resume`` truncates ``OUT`` to that length (dropping a partial
-line, or the lines of a page written after the last checkpoint), walks on from the
-checkpoint, and first re-queues the downloads of the lines already there (works whose files
-are complete are skipped without a request).
+A commit happens only between pages, so the checkpoint always describes a prefix of ``OUT``
+made of whole lines, and never points past bytes that are durable. A process killed at any
+moment loses at most the pages written since the last commit: ``--resume`` truncates ``OUT``
+to the checkpoint's length (dropping a partial line, or those pages' lines), asks those pages
+again, and first re-queues the downloads of the lines already there (works whose files are
+complete are skipped without a request). Each page's works are queued for download
+(``--download``) as soon as its lines are written.
 
-While it runs, an export holds an exclusive lock on ``OUT.lock`` (POSIX ``flock``): a second
-export of the same ``OUT`` refuses to start instead of interleaving pages with the first.
+While it runs, an export holds an exclusive lock on ``OUT.lock`` (POSIX ``flock``, released by
+the kernel if the process dies): a second export or demo of the same ``OUT`` refuses to start,
+touching nothing, instead of interleaving pages with the first.
 
 :func:`run_export_all` runs one such export per Kling account (``GET /accounts``), one after
 another, into ``DIR/<email>.jsonl``, each with its own checkpoint and lock.
@@ -24,11 +29,13 @@ another, into ``DIR/<email>.jsonl``, each with its own checkpoint and lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -87,6 +94,8 @@ class ExportOptions(msgspec.Struct, kw_only=True):
     max_items: int | None = None
     download_dir: str | None = None
     file_types: list[str] | None = None
+    demo: bool = False
+    """Written by ``kling-async demo``, which replaces only its own exports."""
 
 
 class ExportState(msgspec.Struct, kw_only=True):
@@ -153,6 +162,10 @@ class ExportConfig:
     proxy: str | None = None
     download_limit: int | None = None
     """Download the files of at most this many works of this run (the demo's few files)."""
+    commit_interval: float = 1.0
+    """Seconds between group commits (fsync of ``OUT``, then the checkpoint); 0: every page."""
+    demo: bool = False
+    """``kling-async demo``: replace ``OUT`` only if the demo wrote it (or with ``force``)."""
 
 
 @dataclass
@@ -173,6 +186,8 @@ class ExportResult:
     resumed: bool = False
     download_dir: str | None = None
     downloads: DownloadStats | None = None
+    drift_fields: int = 0
+    """Fields of works that arrived with an unexpected type (written as sent all the same)."""
 
 
 def checkpoint_path(out: str | os.PathLike[str]) -> Path:
@@ -315,6 +330,7 @@ def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOpt
             max_items=config.max_items,
             download_dir=download_dir,
             file_types=config.file_types,
+            demo=config.demo,
         )
     saved = state.options
     for flag, given, kept in (
@@ -353,6 +369,19 @@ def _prepare(config: ExportConfig) -> tuple[Path | None, ExportState | None]:
         raise ExportUsageError(f"{config.out!r} is not a file name; give one for the JSONL")
     ckpt = checkpoint_path(out)
     exists = out.exists() and out.stat().st_size > 0
+    if config.demo:
+        # The demo starts over each time, but only over what it wrote itself.
+        if (exists or ckpt.exists()) and not config.force:
+            try:
+                mine = (old := load_state(ckpt)) is not None and old.options.demo
+            except ExportUsageError:
+                mine = False
+            if not mine:
+                raise ExportUsageError(
+                    f"{out} holds an export the demo did not write; choose another --out, "
+                    "or replace it with --force"
+                )
+        return out, None
     if not config.resume:
         if exists and not config.force:
             hint = (
@@ -440,6 +469,20 @@ async def run_export(
         return await _run_export(config, progress, kling)
 
 
+def preflight(config: ExportConfig) -> None:
+    """Refuse now what :func:`run_export` would refuse before writing anything: another export
+    holding ``OUT``, an ``OUT`` that would be overwritten, a damaged checkpoint.
+
+    Raises:
+        ExportUsageError: As :func:`run_export` would, before any request.
+    """
+    out = None if config.out == "-" else Path(config.out)
+    if out is not None and out.is_dir():
+        raise ExportUsageError(f"{out} is a directory; give a file name for the JSONL")
+    with _locked(out):
+        _prepare(config)
+
+
 async def _run_export(
     config: ExportConfig, progress: Progress, kling: KlingSession | None
 ) -> ExportResult:
@@ -459,6 +502,56 @@ async def _run_export(
     own._add_announcer(progress.waiting)
     async with own:
         return await _Export(config, own, progress, out, state, options, result).run()
+
+
+class _Commit:
+    """Group commit of an export: ``OUT`` fsynced, then the checkpoint replaced.
+
+    Without ``save`` (stdout), a commit only flushes: there is nothing to make durable.
+    """
+
+    def __init__(
+        self, file: BinaryIO, save: Callable[[bool], None] | None, interval: float
+    ) -> None:
+        self.file = file
+        self.save = save
+        self.interval = interval
+        self.dirty = False
+        self.count = 0
+        self.last = time.monotonic()
+        self.error: OSError | None = None
+
+    def page_written(self) -> None:
+        """After a page's lines: commit if the interval has passed (stdout: flush)."""
+        if self.error is not None:
+            raise self.error  # a commit between pages failed: stop, as after this page
+        self.dirty = True
+        if self.save is None or time.monotonic() - self.last >= self.interval:
+            self.now()
+
+    def now(self, *, finished: bool = False) -> None:
+        """Make every line written so far durable, then point the checkpoint at them."""
+        self.file.flush()
+        if self.save is not None:
+            os.fsync(self.file.fileno())
+            self.save(finished)
+            self.count += 1
+        self.dirty = False
+        self.last = time.monotonic()
+
+    async def tick(self) -> None:
+        """Commit pages still uncommitted after an interval with no new page (a slow API,
+        a backoff): a kill then loses at most an interval's pages, however long the wait."""
+        if self.save is None or self.interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(max(0.0, self.last + self.interval - time.monotonic()) + 0.01)
+            if self.dirty and time.monotonic() - self.last >= self.interval:
+                try:
+                    self.now()
+                except OSError as exc:  # raised with the next page (or the final commit)
+                    self.error = exc
+                    return
 
 
 class _Export:
@@ -486,6 +579,7 @@ class _Export:
         self.retries = 0
         self.reported = 0
         self.out_bytes = 0  # length of OUT: whole lines, all covered by the walk's checkpoint
+        self.commits = 0
 
     def _show(self, force: bool = False) -> None:
         dl = self.downloader
@@ -619,30 +713,41 @@ class _Export:
         with contextlib.ExitStack() as stack:
             if out is None:
                 file = sys.stdout.buffer
+                commit = _Commit(file, None, self.config.commit_interval)
             else:
                 file = stack.enter_context(_open_out(out, append=state is not None))
-            await self._write_pages(walk, file, ckpt is not None, save)
-        save(True)
+                commit = _Commit(file, save, self.config.commit_interval)
+            done = False
+            try:
+                await self._write_pages(walk, file, commit)
+                done = True
+            finally:
+                if not done and commit.dirty:
+                    # Stopped early (an error, Ctrl-C, SIGTERM, a cancelled task): keep what
+                    # was written. A failing commit (a full disk) must not hide why it stopped.
+                    with contextlib.suppress(OSError):
+                        commit.now()
+                self.commits = commit.count
+            commit.now(finished=True)
+            self.commits = commit.count
 
-    async def _write_pages(
-        self, walk: Walk, file: BinaryIO, durable: bool, save: Callable[[bool], None]
-    ) -> None:
-        """Write each page's lines, then checkpoint, then queue the page's downloads."""
+    async def _write_pages(self, walk: Walk, file: BinaryIO, commit: _Commit) -> None:
+        """Write each page's lines, queue its downloads; commit about once per interval."""
         result = self.result
         limit = self.config.download_limit
         queued = 0
+        ticker = asyncio.create_task(commit.tick())  # commits while no page arrives
         try:
             async with aclosing(walk.__aiter__()) as batches:
                 async for batch in batches:
                     data = b"".join(_line(raw) for raw in batch.raw_works)
                     file.write(data)
-                    file.flush()
-                    if durable:
-                        os.fsync(file.fileno())
+                    # Counted before any await: a commit between pages always sees a page's
+                    # bytes and the walk's checkpoint after it together.
                     self.out_bytes += len(data)
                     result.works += len(batch.raw_works)
                     result.works_run += len(batch.raw_works)
-                    save(False)
+                    commit.page_written()
                     self._sync_stats(walk.stats.pages, walk.stats.retries)
                     self._show()
                     if self.downloader is not None:
@@ -652,10 +757,13 @@ class _Export:
                             queued += 1
                             await self.downloader.submit(work)
         finally:
+            ticker.cancel()
+            await asyncio.wait([ticker])  # never raises: neither its end nor ours is hidden
             stats = walk.stats
             self._sync_stats(stats.pages, stats.retries)
             result.requests = stats.requests
             result.duplicates = stats.duplicates
+            result.drift_fields = stats.drift_fields
 
     def _sync_stats(self, pages: int, retries: int) -> None:
         self.pages = self.result.pages = pages

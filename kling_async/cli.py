@@ -3,28 +3,28 @@
 Subcommands are dispatched by name, each with its own parser, so that a subcommand's
 ``--help`` is its own. Expected failures end with one line on stderr and an exit status,
 never a traceback: 0 done, 1 an API, network, file or download failure, 2 a usage error,
-130 interrupted.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ._args import OneLineParser
-from ._cli_common import add_session_arguments
+from ._cli_common import Terminated, add_session_arguments, resume_hint, run_main
 from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
     ExportResult,
     ExportUsageError,
-    checkpoint_path,
+    preflight,
     run_export,
     summary_lines,
 )
@@ -67,10 +67,11 @@ EXPORT_DESCRIPTION = """\
 Export every work of a Kling account to JSONL: one work per line, exactly as the API sent it
 (every field, camelCase keys, fields this library does not know included), newest first.
 
-The export is resumable: after each page, OUT is flushed and a checkpoint beside it
-(OUT.checkpoint.json) records how far it got. Killed at any moment (Ctrl-C, kill -9, a lost
-connection), 'kling-async export OUT --resume' truncates OUT to the last checkpoint and goes on
-from there: the finished file holds each work once, and no partial line.
+The export is resumable: about once a second (--commit-interval), at the end and when
+stopped, OUT is fsynced and then a checkpoint beside it (OUT.checkpoint.json) records how far
+it got. Killed at any moment (Ctrl-C, SIGTERM, kill -9, a lost connection), 'kling-async
+export OUT --resume' truncates OUT to the last checkpoint and goes on from there, asking again
+the pages fetched since: the finished file holds each work once, and no partial line.
 
 "Each work" means every work that exists for the whole export; works created meanwhile may or
 may not be in it. A deletion while the export runs shifts older works back across a page
@@ -98,8 +99,12 @@ works whose files are all there, and also retries the downloads that failed. The
 never sent to the CDN. A download that averages less than --min-rate bytes/s over a --timeout
 window fails as too slow, is retried, and then counts as failed.
 
+An export holds OUT.lock while it runs: a second export (or demo) of the same OUT stops at
+once with exit 2, touching nothing.
+
 exit status: 0 done, 1 an API, network or file failure (or a failed download), 2 a usage
-error, 130 interrupted (resume with --resume).
+error (or OUT in use by another export), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM);
+after 130 and 143 what was written is committed: continue with --resume.
 """
 
 
@@ -275,6 +280,15 @@ def export_parser() -> OneLineParser:
         help="continue the export in OUT from its checkpoint (or start it)",
     )
     run.add_argument("--force", action="store_true", help="start over, replacing an existing OUT")
+    run.add_argument(
+        "--commit-interval",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="make progress durable (fsync OUT, then the checkpoint) about every S seconds, at "
+        "the end and when stopped; a crash loses at most the pages since, asked again on "
+        "--resume (default: 1; 0: after every page)",
+    )
     media = parser.add_argument_group("media")
     media.add_argument(
         "--download", metavar="DIR", help="also fetch each work's watermark-free files into DIR"
@@ -372,6 +386,7 @@ def _export(argv: Sequence[str]) -> int:
         min_request_interval=args.sleep_request,
         max_retry_after=args.max_retry_after,
         proxy=args.proxy,
+        commit_interval=args.commit_interval,
     )
     if args.all_accounts:
         from ._cli_accounts import run_export_all_command
@@ -393,11 +408,15 @@ def run_export_command(config: ExportConfig, *, quiet: bool) -> int:
         progress.error(one_line(redact_text(text, secrets), limit=2000))
 
     try:
-        result = asyncio.run(run_export(config, progress))
+        result = run_main(run_export(config, progress))
     except KeyboardInterrupt:
         hint = "; resume with --resume" if resumable else ""
         fail(f"{name}: interrupted{hint}")
         return 130
+    except Terminated:
+        hint = "; resume with --resume" if resumable else ""
+        fail(f"{name}: terminated{hint}")
+        return 143
     except ExportUsageError as exc:
         fail(f"{name}: {exc}")
         return 2
@@ -409,9 +428,7 @@ def run_export_command(config: ExportConfig, *, quiet: bool) -> int:
             _silence_stdout()
             fail(f"{name}: stdout was closed")
             return 1
-        saved = resumable and checkpoint_path(config.out).exists()
-        hint = " (progress saved: continue with --resume)" if saved else ""
-        fail(f"{name}: {describe_error(exc)}{hint}")
+        fail(f"{name}: {describe_error(exc)}{resume_hint(config.out, exc)}")
         return 1
     except Exception as exc:  # a bug of ours: still one line, never a traceback
         fail(f"{name}: unexpected error ({type(exc).__name__}: {exc}); please report it")
@@ -463,18 +480,39 @@ def demo_parser() -> OneLineParser:
         metavar="N",
         help="fetch the media of the first N works (default: 10)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace DIR/works.jsonl even if the demo did not write it",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     return parser
 
 
 def _demo(argv: Sequence[str]) -> int:
     args = demo_parser().parse_args(argv)
-    return run_demo(Path(args.out), tasks=args.tasks, downloads=args.downloads, quiet=args.quiet)
+    return run_demo(
+        Path(args.out),
+        tasks=args.tasks,
+        downloads=args.downloads,
+        quiet=args.quiet,
+        force=args.force,
+    )
 
 
-async def _demo_export(
-    folder: Path, tasks: int, downloads: int, progress: Progress
-) -> ExportResult:
+def _demo_config(folder: Path, downloads: int, force: bool) -> ExportConfig:
+    """The demo's export; ``token`` and ``base_url`` are the fake server's."""
+    return ExportConfig(
+        out=str(folder / "works.jsonl"),
+        demo=True,  # marks its checkpoint, and replaces only a works.jsonl so marked
+        force=force,
+        download_dir=str(folder / "media") if downloads else None,
+        download_limit=downloads,
+        backoff_base=0.01,
+    )
+
+
+async def _demo_export(config: ExportConfig, tasks: int, progress: Progress) -> ExportResult:
     from .testing import FakeKlingServer, Faults
 
     # A few 429/503 answers (retried at once) so the summary shows retries at work.
@@ -487,29 +525,36 @@ async def _demo_export(
             f"fake CDN at {server.cdn_url}; no token or network needed",
             flush=True,
         )
-        config = ExportConfig(
-            out=str(folder / "works.jsonl"),
-            token=server.token,
-            base_url=server.base_url,
-            force=True,  # the demo's own file: each run starts over
-            download_dir=str(folder / "media") if downloads else None,
-            download_limit=downloads,
-            backoff_base=0.01,
-        )
+        config = replace(config, token=server.token, base_url=server.base_url)
         return await run_export(config, progress)
 
 
-def run_demo(folder: Path, *, tasks: int = 3000, downloads: int = 10, quiet: bool = False) -> int:
+def run_demo(
+    folder: Path,
+    *,
+    tasks: int = 3000,
+    downloads: int = 10,
+    quiet: bool = False,
+    force: bool = False,
+) -> int:
     """``kling-async demo``: export the fake library into ``folder``; returns the exit status."""
     name = "kling-async demo"
     progress = Progress(quiet=quiet, prefix=name)
+    config = _demo_config(folder, downloads, force)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        result = asyncio.run(_demo_export(folder, tasks, downloads, progress))
+        preflight(config)  # refused (a real export, one running) before the server starts
+        result = run_main(_demo_export(config, tasks, progress))
     except KeyboardInterrupt:
         progress.error(f"{name}: interrupted")
         return 130
-    except (KlingError, OSError, ExportUsageError) as exc:
+    except Terminated:
+        progress.error(f"{name}: terminated")
+        return 143
+    except ExportUsageError as exc:
+        progress.error(f"{name}: {exc}")
+        return 2
+    except (KlingError, OSError) as exc:
         progress.error(f"{name}: {describe_error(exc)}")
         return 1
     except Exception as exc:  # a bug of ours: still one line, never a traceback

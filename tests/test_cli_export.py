@@ -84,6 +84,15 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> None
         await asyncio.sleep(0.005)
 
 
+def committed_works(out: Path) -> int:
+    """Works the checkpoint beside ``out`` says are durable (0 if there is none yet)."""
+    try:
+        data = checkpoint_path(out).read_bytes()
+    except FileNotFoundError:
+        return 0
+    return msgspec.json.decode(data, type=ExportState).works
+
+
 def line_count(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
@@ -203,9 +212,14 @@ async def test_kill_9_mid_walk_then_resume(tmp_path: Path, inserted: int) -> Non
     out = tmp_path / "works.jsonl"
     async with FakeKlingServer(tasks=500, token=TOKEN, seed=11, latency=0.04) as server:
         expected = expected_works(server.library, 20)
-        proc = await spawn(*export_args(server, str(out), "--page-size", "20", "--prefetch", "1"))
+        proc = await spawn(
+            *export_args(server, str(out), "--page-size", "20", "--prefetch", "1"),
+            "--commit-interval",
+            "0.2",
+        )
         try:
-            await wait_until(lambda: line_count(out) >= 120)
+            # Past a group commit, so the resume has somewhere to continue from.
+            await wait_until(lambda: committed_works(out) >= 120)
         finally:
             proc.kill()
             await proc.communicate()
