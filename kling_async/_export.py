@@ -311,6 +311,16 @@ def _line(raw: msgspec.Raw) -> bytes:
     return data + b"\n"
 
 
+def _lines(raws: list[msgspec.Raw]) -> bytes:
+    """A page's works as JSONL: one join, unless a work holds a line break of its own."""
+    if not raws:
+        return b""
+    data = b"\n".join(raws) + b"\n"
+    if data.count(b"\n") == len(raws) and b"\r" not in data:
+        return data
+    return b"".join(_line(raw) for raw in raws)
+
+
 def _merge_options(config: ExportConfig, state: ExportState | None) -> ExportOptions:
     """The options of this run: the command line's, checked against a checkpoint's."""
     if not config.base_url and (from_env := env_base_url()) is not None:
@@ -740,7 +750,7 @@ class _Export:
         try:
             async with aclosing(walk.__aiter__()) as batches:
                 async for batch in batches:
-                    data = b"".join(_line(raw) for raw in batch.raw_works)
+                    data = _lines(batch.raw_works)
                     file.write(data)
                     # Counted before any await: a commit between pages always sees a page's
                     # bytes and the walk's checkpoint after it together.

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import AsyncGenerator, Hashable
+from collections.abc import AsyncGenerator, Hashable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -46,6 +46,17 @@ class _RawPage(msgspec.Struct, gc=False):
     history: list[_RawItem] = msgspec.field(default_factory=list)
 
 
+class _WorksItem(msgspec.Struct, gc=False):
+    """A history entry with its works decoded in the same pass (walks without ``raw``)."""
+
+    works: list[Work] = msgspec.field(default_factory=list)
+    task: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+class _WorksPage(msgspec.Struct, gc=False):
+    history: list[_WorksItem] = msgspec.field(default_factory=list)
+
+
 class _TaskId(msgspec.Struct, gc=False):
     id: msgspec.Raw | None = None
 
@@ -61,6 +72,7 @@ class _WorkHead(msgspec.Struct, rename="camel", gc=False):
 
 
 _RAW_PAGE_DECODER: Final = msgspec.json.Decoder(_RawPage)
+_WORKS_PAGE_DECODER: Final = msgspec.json.Decoder(_WorksPage)
 _TASK_ID_DECODER: Final = msgspec.json.Decoder(_TaskId)
 _WORK_DECODER: Final = msgspec.json.Decoder(Work)
 _WORK_HEAD_DECODER: Final = msgspec.json.Decoder(_WorkHead)
@@ -190,48 +202,81 @@ def _decode_works(
 ) -> tuple[list[msgspec.Raw], list[Work]]:
     """Each work as sent, and decoded: in full, or (``full=False``, the export) only the
     fields the walk and the downloader read."""
-    raws: list[msgspec.Raw] = []
+    raws = [raw for item in raw_page.history for raw in item.works]
+    try:
+        # The fast path, a page as documented: one strict decode per work, nothing else.
+        if full:
+            works = [_WORK_DECODER.decode(raw) for raw in raws]
+        else:
+            works = [_lite(_WORK_HEAD_DECODER.decode(raw)) for raw in raws]
+    except (msgspec.ValidationError, RecursionError):
+        works = _decode_drifted(raw_page, url, drift, full=full)
+    _check_ids(raw_page.history, works, url)
+    return raws, works
+
+
+def _check_ids(history: Sequence[_RawItem | _WorksItem], works: list[Work], url: str) -> None:
+    """Every work has a workId: the walk finds its place by them."""
+    if any(work.work_id is None for work in works):
+        _, i, j = next(where for where in _places(history) if works[where[0]].work_id is None)
+        raise DecodeError(url, f"history[{i}].works[{j}].workId is missing")
+
+
+def _lite(head: _WorkHead) -> Work:
+    return Work(
+        work_id=head.work_id,
+        create_time=head.create_time,
+        status=head.status,
+        download_info=head.download_info,
+    )
+
+
+def _places(history: Sequence[_RawItem | _WorksItem]) -> Iterator[tuple[int, int, int]]:
+    """(index among the page's works, history index, index in its entry) of each work."""
+    k = 0
+    for i, item in enumerate(history):
+        for j in range(len(item.works)):
+            yield k, i, j
+            k += 1
+
+
+def _decode_drifted(raw_page: _RawPage, url: str, drift: Drift, *, full: bool) -> list[Work]:
+    """The slow path: each work through :func:`decode_lenient`, drift reported by path."""
     works: list[Work] = []
-    for i, item in enumerate(raw_page.history):
-        for j, raw in enumerate(item.works):
-            try:
-                if full:
-                    work = decode_lenient(
-                        raw, _WORK_DECODER, Work, on_drift=drift.for_work(i, j), required=_REQUIRED
-                    )
-                else:
-                    head = decode_lenient(
+    for _, i, j in _places(raw_page.history):
+        raw = raw_page.history[i].works[j]
+        try:
+            if full:
+                work = decode_lenient(
+                    raw, _WORK_DECODER, Work, on_drift=drift.for_work(i, j), required=_REQUIRED
+                )
+            else:
+                work = _lite(
+                    decode_lenient(
                         raw,
                         _WORK_HEAD_DECODER,
                         _WorkHead,
                         on_drift=drift.for_work(i, j),
                         required=_REQUIRED,
                     )
-                    work = Work(
-                        work_id=head.work_id,
-                        create_time=head.create_time,
-                        status=head.status,
-                        download_info=head.download_info,
-                    )
-            except msgspec.ValidationError as exc:
-                parsed = parse_path(str(exc))
-                where = format_path(parsed[1], f"history[{i}].works[{j}]") if parsed else ""
-                reason = parsed[0] if parsed else str(exc)
-                raise DecodeError(url, f"{where or f'history[{i}].works[{j}]'}: {reason}") from exc
-            except RecursionError as exc:
-                raise DecodeError(url, f"history[{i}].works[{j}]: JSON nested too deeply") from exc
-            if work.work_id is None:
-                raise DecodeError(url, f"history[{i}].works[{j}].workId is missing")
-            raws.append(raw)
-            works.append(work)
-    return raws, works
+                )
+        except msgspec.ValidationError as exc:
+            parsed = parse_path(str(exc))
+            where = format_path(parsed[1], f"history[{i}].works[{j}]") if parsed else ""
+            reason = parsed[0] if parsed else str(exc)
+            raise DecodeError(url, f"{where or f'history[{i}].works[{j}]'}: {reason}") from exc
+        except RecursionError as exc:
+            raise DecodeError(url, f"history[{i}].works[{j}]: JSON nested too deeply") from exc
+        works.append(work)
+    return works
 
 
-def _page_answer(raw_page: _RawPage, fetched: _Fetched, *, times: bool) -> Answer[_Fetched]:
+def _page_answer(
+    history: Sequence[_RawItem | _WorksItem], fetched: _Fetched, *, times: bool
+) -> Answer[_Fetched]:
     """What the planner reads of a page: entries, work ids, the head, create times."""
     works = fetched.works
-    ids = [w.work_id for w in works if w.work_id is not None]  # all (_decode_works checks)
-    history = raw_page.history
+    ids = [w.work_id for w in works if w.work_id is not None]  # all (_check_ids)
     head: Hashable = None
     if history:
         first = history[0]
@@ -349,12 +394,22 @@ class Walk:
         kling = self._kling
         params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
         body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        times = self.since is not None
+        if self._full and not self.raw:
+            # A page as documented, in one pass; any drift takes the path below.
+            try:
+                page = _WORKS_PAGE_DECODER.decode(body)
+            except _http._BAD_JSON:
+                pass
+            else:
+                works = [work for item in page.history for work in item.works]
+                _check_ids(page.history, works, url)
+                return _page_answer(page.history, _Fetched(body, url, [], works), times=times)
         # One decode of the page: each work stays the bytes it was sent as; only what the walk
         # (and the consumer) reads of a work is decoded from them.
         raw_page = _http.decode(_RAW_PAGE_DECODER, body, url=url)
         raws, works = _decode_works(raw_page, url, self._drift, full=self._full)
-        fetched = _Fetched(body, url, raws, works)
-        return _page_answer(raw_page, fetched, times=self.since is not None)
+        return _page_answer(raw_page.history, _Fetched(body, url, raws, works), times=times)
 
     def _batch(self, batch: Batch[_Fetched]) -> WorkPage:
         fetched = batch.payload
