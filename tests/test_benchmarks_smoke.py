@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from benchmarks import bench_decode, bench_memory, bench_walk
+from benchmarks import bench_decode, bench_export, bench_memory, bench_walk
 from benchmarks._common import FakeServerProcess, markdown_table, measure
 
 
@@ -98,4 +98,14 @@ def test_bench_memory_quick(capsys: pytest.CaptureFixture[str]) -> None:
         ("peak RSS", "2,000"),
     ]
     assert all(float(row[2].replace(",", "")) > 0 for row in rows)
+    assert len(verdicts(out)) == 2
+
+
+def test_bench_export_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """The naive script and two exports write the same file; speed and CPU both judged."""
+    assert bench_export.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == list(bench_export.CONTENDERS)
+    assert rows[0][3] == "1.00x" and rows[0][5] == "1.00x"
     assert len(verdicts(out)) == 2
