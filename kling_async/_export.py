@@ -514,6 +514,18 @@ async def _run_export(
         return await _Export(config, own, progress, out, state, options, result).run()
 
 
+@contextlib.contextmanager
+def _naming_errors(out: Path | None) -> Iterator[None]:
+    """An error writing or syncing ``OUT`` names it (a bare ``No space left on device`` does
+    not say which file); the type stays (``BrokenPipeError`` on stdout...)."""
+    try:
+        yield
+    except OSError as exc:
+        if out is None or exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
+
+
 class _Commit:
     """Group commit of an export: ``OUT`` fsynced, then the checkpoint replaced.
 
@@ -720,7 +732,7 @@ class _Export:
         # The first checkpoint comes before OUT is opened (and, starting over, emptied): killed
         # in between, a resume truncates OUT to 0 bytes instead of trusting an old checkpoint.
         save(False)
-        with contextlib.ExitStack() as stack:
+        with _naming_errors(out), contextlib.ExitStack() as stack:
             if out is None:
                 file = sys.stdout.buffer
                 commit = _Commit(file, None, self.config.commit_interval)
@@ -797,6 +809,11 @@ def summary_lines(result: ExportResult) -> list[str]:
             f"  {result.pages:,} pages, {result.requests:,} requests, {result.retries:,} "
             f"retries, {result.duplicates:,} duplicates skipped"
         )
+        if result.drift_fields:
+            lines.append(
+                f"  {result.drift_fields:,} fields of unexpected types (written as sent; "
+                "see the warnings)"
+            )
     dl = result.downloads
     if dl is not None:
         lines.append(

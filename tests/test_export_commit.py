@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import os
 import random
@@ -310,3 +311,53 @@ def test_fault_storm_with_group_commit(tmp_path: Path) -> None:
         assert cli.main([*args, "--commit-interval", "0.01"]) == 0
         expected = expected_works(server.library, 10)
     assert read_jsonl(out) == expected
+
+
+# -- errors name the user's files ------------------------------------------------------------
+
+
+async def test_a_full_disk_names_out_and_says_progress_is_saved(
+    scripted: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while syncing OUT after a commit: one line naming OUT, exit 1, the hint (a full
+    disk may pass), and a checkpoint still matching its file."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=make_page(int(request.query["pageNum"]), 4, total_pages=6))
+
+    scripted.handle(handler)
+    out = tmp_path / "w.jsonl"
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if committed_works(out) > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    args = ["export", str(out), "--base-url", scripted.base_url, "--token", TOKEN, "-q"]
+    code, _, err = await asyncio.to_thread(_run_cli, [*args, "--commit-interval", "0"])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert code == 1
+    assert f"No space left on device ({out})" in err
+    assert "progress saved: continue with --resume" in err
+    assert err.count("\n") == 1
+    assert_checkpoint_matches(out)
+
+
+def test_a_failed_checkpoint_write_names_the_checkpoint_not_its_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """atomic_write reports the file the user knows, and leaves no temp file behind."""
+    from kling_async._files import atomic_write
+
+    target = tmp_path / "w.jsonl.checkpoint.json"
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError) as info:
+        atomic_write(target, b"{}")
+    assert info.value.filename == str(target)
+    assert not list(tmp_path.iterdir())
