@@ -842,6 +842,9 @@ class Planner(Generic[P]):
             self._calm = 0
             if self._pipelined_run < 8 * CALM_PAGES:
                 self._calm_needed = min(2 * self._calm_needed, MAX_CALM_PAGES)
+                # Cut short: works are arriving. Count it as evidence of the rate, so that
+                # pipelining comes back only after a long quiet stretch.
+                self._arrival_rate = max(self._arrival_rate, 0.5)
         self._pipelined_run = 0
 
     def _deliver(self, n: int, slot: _Slot[P]) -> Batch[P] | None:
@@ -1014,7 +1017,7 @@ class Planner(Generic[P]):
             # One page at a time, that tells how often works arrive (per request, about):
             # pipelining pays only if a round of pages in flight is likely to see none.
             arrived = self._arrivals_seen == n
-            self._arrival_rate += 0.2 * (arrived - self._arrival_rate)
+            self._arrival_rate += 0.05 * (arrived - self._arrival_rate)
             self._calm = 0 if arrived else self._calm + 1
             quiet = self._arrival_rate < 1 / (4 * (self.prefetch + 1))
             if self._calm >= self._calm_needed and quiet:
