@@ -181,6 +181,9 @@ class FakeServerProcess:
         token: the bearer token it accepts.
         latency: seconds the server waits before answering each assets request.
         startup_timeout: seconds allowed for the child to print its URL.
+        static: serve pre-encoded pages of an unchanging library (``benchmarks._static_server``)
+            instead of the fake server, so the server's work is not what is measured.
+        extra: more command-line options for the server (``--clock absent``...).
     """
 
     def __init__(
@@ -191,7 +194,11 @@ class FakeServerProcess:
         latency: float = 0.0,
         seed: int = 0,
         startup_timeout: float = 60.0,
+        static: bool = False,
+        extra: Sequence[str] = (),
     ) -> None:
+        self.static = static
+        self.extra = tuple(extra)
         self.tasks = tasks
         self.token = token
         self.latency = latency
@@ -205,7 +212,7 @@ class FakeServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "kling_async.testing._cli",
+            "benchmarks._static_server" if self.static else "kling_async.testing._cli",
             "--port",
             "0",
             "--tasks",
@@ -216,6 +223,7 @@ class FakeServerProcess:
             str(self.latency),
             "--seed",
             str(self.seed),
+            *self.extra,
         ]
         self._stderr = tempfile.TemporaryFile()
         try:

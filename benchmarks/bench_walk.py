@@ -1,17 +1,27 @@
-"""Walk a whole library end to end: works per second against the fake server.
+"""Walk a whole library end to end: works per second, and what prefetch buys at 100 ms.
 
     python -m benchmarks.bench_walk [--quick]
 
-The fake server (``python -m kling_async.testing._cli``) runs in a child process, one per
-latency, so its page generation never shares the client's interpreter. Contenders:
+The server runs in a child process: a static, pre-encoded copy of the fake library
+(``benchmarks._static_server``) so that its page generation is not what is measured, or the
+fake server itself where works must arrive during the walk. Three tables:
+
+1. **Overhead and latency**, contenders:
 
 * **naive**: one ``aiohttp.ClientSession``, ``pageNum`` 1, 2, ... with the bearer header,
   ``json.loads(await resp.read())``, counting works until a page has an empty ``history``;
 * ``iter_works(prefetch=0)``: the client's default, one request at a time;
 * ``iter_works(prefetch=4)``: four pages requested ahead of the one being consumed.
 
-At 0 ms of server latency this measures client overhead (request, read, decode, walk
-bookkeeping); at 100 ms per page it measures how well prefetch hides the latency.
+   At 0 ms of server latency this measures client overhead (request, read, decode, walk
+   bookkeeping); at 100 ms per page it measures how well prefetch hides the latency.
+2. **Clock modes** (``currentTimestamp`` absent, honest, constant, coarse, backwards, skewed
+   between backends): 4,000 tasks (101 pages of 40, the last one empty) at 100 ms per
+   request, ``prefetch`` 0, 2 and 4, with the requests each walk sent. The walk never reads
+   the server's clock, so no mode may be slower; target: ``prefetch=4`` ≥ 4.2x
+   ``prefetch=0`` with at most 1.25x its requests, in every mode.
+3. **Steady arrivals**: works arriving at the head (0.1 and 0.5 tasks per request) while the
+   walk runs, at 100 ms: ``prefetch=4`` should not be slower than ``prefetch=0``.
 """
 
 from __future__ import annotations
@@ -103,7 +113,9 @@ def run_scenario(scenario: Scenario) -> Result:
     """One server at this latency; every contender, interleaved, ``repeats`` times."""
     timings = {name: Timing() for name in CONTENDERS}
     counts: set[int] = set()
-    with FakeServerProcess(tasks=scenario.tasks, token=TOKEN, latency=scenario.latency) as server:
+    with FakeServerProcess(
+        tasks=scenario.tasks, token=TOKEN, latency=scenario.latency, static=True
+    ) as server:
         # A warm-up walk of a few pages: imports, first connection, server caches.
         asyncio.run(_warm_up(server.base_url))
         for _ in range(scenario.repeats):
@@ -174,35 +186,190 @@ def report(results: Sequence[Result]) -> tuple[str, list[tuple[str, bool, str]]]
     return table, checks
 
 
+def print_checks(checks: Sequence[tuple[str, bool, str]]) -> None:
+    for text, ok, detail in checks:
+        label = "INFO" if text.startswith("(info)") else verdict(ok)
+        print(f"- {label}: {text.removeprefix('(info) ')}: {detail}")
+
+
+CLOCKS = ("absent", "honest", "constant", "coarse", "backwards", "skewed")
+DEPTHS = (0, 2, 4)
+
+
+@dataclass
+class WalkRun:
+    seconds: float
+    requests: int
+    works: int
+
+
+async def _counted_walk(base_url: str, prefetch: int) -> WalkRun:
+    start = time.perf_counter()
+    async with KlingSession(TOKEN, base_url=base_url) as kling:
+        walk = kling.walk(page_size=PAGE_SIZE, prefetch=prefetch)
+        works = 0
+        async for batch in walk:
+            works += len(batch.works)
+    return WalkRun(time.perf_counter() - start, walk.stats.requests, works)
+
+
+def run_clocks(tasks: int, latency: float, repeats: int) -> dict[tuple[str, int], WalkRun]:
+    """Every clock mode x prefetch depth: the best of ``repeats`` walks."""
+    runs: dict[tuple[str, int], WalkRun] = {}
+    for clock in CLOCKS:
+        with FakeServerProcess(
+            tasks=tasks, token=TOKEN, latency=latency, static=True, extra=("--clock", clock)
+        ) as server:
+            for _ in range(repeats):
+                for depth in DEPTHS:
+                    run = asyncio.run(_counted_walk(server.base_url, depth))
+                    best = runs.get((clock, depth))
+                    if best is None or run.seconds < best.seconds:
+                        runs[(clock, depth)] = run
+    return runs
+
+
+def run_arrivals(
+    tasks: int, latency: float, inserts: float, repeats: int = 2
+) -> dict[int, WalkRun]:
+    """prefetch 0 and 4 while works arrive, each against a fresh library; best of repeats."""
+    runs: dict[int, WalkRun] = {}
+    for _ in range(repeats):
+        for depth in (0, 4):
+            with FakeServerProcess(
+                tasks=tasks,
+                token=TOKEN,
+                latency=latency,
+                extra=("--inserts-per-request", str(inserts)),
+            ) as server:
+                run = asyncio.run(_counted_walk(server.base_url, depth))
+            if depth not in runs or run.seconds < runs[depth].seconds:
+                runs[depth] = run
+    return runs
+
+
+def report_clocks(
+    runs: dict[tuple[str, int], WalkRun], latency: float
+) -> tuple[str, list[tuple[str, bool, str]]]:
+    rows: list[list[str]] = []
+    checks: list[tuple[str, bool, str]] = []
+    worst_speed, worst_requests = float("inf"), 0.0
+    for clock in CLOCKS:
+        base = runs[(clock, 0)]
+        for depth in DEPTHS:
+            run = runs[(clock, depth)]
+            rows.append(
+                [
+                    clock,
+                    str(depth),
+                    f"{run.seconds:.2f}",
+                    f"{run.requests}",
+                    fmt_ratio(base.seconds / run.seconds),
+                    fmt_ratio(run.requests / base.requests),
+                ]
+            )
+        p4 = runs[(clock, 4)]
+        worst_speed = min(worst_speed, base.seconds / p4.seconds)
+        worst_requests = max(worst_requests, p4.requests / base.requests)
+    table = markdown_table(
+        ["clock", "prefetch", "best s", "requests", "x prefetch=0", "requests x prefetch=0"],
+        rows,
+        "lrrrrr",
+    )
+    ms = f"{latency * 1000:g} ms"
+    checks.append(
+        (f"{P4} ≥ 4.2x {P0} at {ms}, every clock mode", worst_speed >= 4.2, fmt_ratio(worst_speed))
+    )
+    checks.append(
+        (
+            f"{P4} sends ≤ 1.25x the requests of {P0}, every clock mode",
+            worst_requests <= 1.25,
+            fmt_ratio(worst_requests),
+        )
+    )
+    return table, checks
+
+
+def report_arrivals(
+    runs: dict[float, dict[int, WalkRun]],
+) -> tuple[str, list[tuple[str, bool, str]]]:
+    rows: list[list[str]] = []
+    checks: list[tuple[str, bool, str]] = []
+    for inserts, by_depth in runs.items():
+        base = by_depth[0]
+        for depth, run in by_depth.items():
+            rows.append(
+                [
+                    f"{inserts:g}",
+                    str(depth),
+                    f"{run.works:,}",
+                    f"{run.seconds:.2f}",
+                    f"{run.requests}",
+                    fmt_ratio(base.seconds / run.seconds),
+                ]
+            )
+        got = base.seconds / by_depth[4].seconds
+        text = f"{P4} not slower than {P0} with {inserts:g} new tasks per request"
+        checks.append((text, got >= 1.0, fmt_ratio(got)))
+    table = markdown_table(
+        ["arrivals/request", "prefetch", "works", "s", "requests", "x prefetch=0"],
+        rows,
+        "rrrrrr",
+    )
+    return table, checks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_walk", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         scenarios = [Scenario(0.0, 100, 1), Scenario(0.02, 100, 1)]
+        clock_tasks, clock_latency, clock_repeats = 120, 0.01, 1
+        arrival_tasks = 120
     else:
         # ~500 pages at 0 ms; 40 pages at 100 ms (prefetch=0 needs >= 4 s for them).
         scenarios = [Scenario(0.0, 20_000, 5), Scenario(0.1, 1_600, 2)]
+        clock_tasks, clock_latency, clock_repeats = 4_000, 0.1, 1
+        arrival_tasks = 2_000
+    rates = (0.1, 0.5)
     print(machine_line())
     print(
-        f"Walk the whole library, pageSize={PAGE_SIZE}, fake server in a child process; "
+        f"Walk the whole library, pageSize={PAGE_SIZE}, server in a child process; "
         "best and median of the repeats; 'x X' = its works/s / X's.\n",
         flush=True,
     )
     try:
         with sigterm_as_exit():
             results = [run_scenario(s) for s in scenarios]
+            clocks = run_clocks(clock_tasks, clock_latency, clock_repeats)
+            arrivals = {
+                r: run_arrivals(arrival_tasks, clock_latency, r, 1 if args.quick else 2)
+                for r in rates
+            }
     except KeyboardInterrupt:
-        print("interrupted; the fake server was stopped", file=sys.stderr)
+        print("interrupted; the server was stopped", file=sys.stderr)
         return 130
     table, checks = report(results)
     print(table)
     print()
+    clock_table, clock_checks = report_clocks(clocks, clock_latency)
+    print(
+        f"Clock modes: {clock_tasks:,} tasks at {clock_latency * 1000:g} ms per request "
+        "(currentTimestamp as the server stamps it; the walk never reads it).\n"
+    )
+    print(clock_table)
+    print()
+    arrival_table, arrival_checks = report_arrivals(arrivals)
+    print(
+        f"Steady arrivals: {arrival_tasks:,} tasks, new tasks at the head before each request, "
+        f"{clock_latency * 1000:g} ms per request.\n"
+    )
+    print(arrival_table)
+    print()
     if args.quick:
         print("- (--quick: sizes too small for the verdicts below to mean anything)")
-    for text, ok, detail in checks:
-        label = "INFO" if text.startswith("(info)") else verdict(ok)
-        print(f"- {label}: {text.removeprefix('(info) ')}: {detail}")
+    print_checks([*checks, *clock_checks, *arrival_checks])
     return 0
 
 

@@ -402,6 +402,8 @@ class Planner(Generic[P]):
         self._calm = 0
         self._calm_needed = CALM_PAGES
         self._pipelined_run = 0
+        self._arrivals_seen = -(10**9)  # the last page handed out that showed works arriving
+        self._arrival_rate = 0.0  # how often pages asked one at a time show works arriving
         self._check: _Check[P] | None = None
         self._solo = False  # the next page goes alone
         self._refetch_page = 0
@@ -665,6 +667,7 @@ class Planner(Generic[P]):
             blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
             if blocked and (
                 len(self._need_hi) >= 2 * depth
+                or self._pipelined_run < 2 * depth  # on probation: fail fast if works arrive
                 or in_flight == 0
                 or buffered >= 3 * depth
                 or not self._pipelining()
@@ -708,6 +711,10 @@ class Planner(Generic[P]):
             return "accept"  # holds a work of the page above, so it was served after it
         if slot.lo is None:
             return "reject"  # sent before any probe was answered: nothing can vouch for it
+        if self._delivered - self._arrivals_seen <= 2 * (self.prefetch + 1):
+            # Works were arriving a moment ago: a probe would most likely say so. Ask again
+            # now rather than a round trip later.
+            return "reject"
         if last.hi is None:
             return "wait"
         if last.hi <= slot.lo:
@@ -819,6 +826,7 @@ class Planner(Generic[P]):
     def _drift(self, n: int, *, solo: bool = False) -> None:
         """Works arrived while page ``n`` was in flight with the page above: ask it again
         (with ``solo``, with no other request in flight)."""
+        self._arrivals_seen = self._delivered
         self.stats.drift_events += 1
         self.stats.refetches += 1
         log.debug("page %d may hide works (answered out of order): asking it again", n)
@@ -837,6 +845,9 @@ class Planner(Generic[P]):
             self._calm = 0
             if self._pipelined_run < 8 * CALM_PAGES:
                 self._calm_needed = min(2 * self._calm_needed, MAX_CALM_PAGES)
+                # Cut short: works are arriving. Count it as evidence of the rate, so that
+                # pipelining comes back only after a long quiet stretch.
+                self._arrival_rate = max(self._arrival_rate, 0.5)
         self._pipelined_run = 0
 
     def _deliver(self, n: int, slot: _Slot[P]) -> Batch[P] | None:
@@ -968,6 +979,8 @@ class Planner(Generic[P]):
         # Runaway guard: pages that bring nothing new and reach no further down the list
         # than the page before (a page that shrinks towards the end is progress too).
         progress = self._progress(ids, slot)
+        if self._last is not None and self._overlaps(answer):
+            self._arrivals_seen = n  # works arrived between this page and the one before
         if found or progress:
             self._stale = self._loose = 0
             self._tail = self.size
@@ -1003,8 +1016,14 @@ class Planner(Generic[P]):
             if self._pipelined_run >= 8 * CALM_PAGES:
                 self._calm_needed = CALM_PAGES
         elif self.prefetch and not self._pipelined and not self._repipeline:
-            self._calm += 1
-            if self._calm >= self._calm_needed:
+            # Calm means no work arriving: a page holding works of the one before breaks it.
+            # One page at a time, that tells how often works arrive (per request, about):
+            # pipelining pays only if a round of pages in flight is likely to see none.
+            arrived = self._arrivals_seen == n
+            self._arrival_rate += 0.05 * (arrived - self._arrival_rate)
+            self._calm = 0 if arrived else self._calm + 1
+            quiet = self._arrival_rate < 1 / (4 * (self.prefetch + 1))
+            if self._calm >= self._calm_needed and quiet:
                 # A fresh probe first, so that the pages sent next can be vouched for.
                 self._calm = 0
                 self._repipeline = True

@@ -682,7 +682,8 @@ class KlingSession:
         resume: WalkCheckpoint | None = None,
     ) -> Walk:
         """A page walk as an object: iterate it for :class:`WorkPage` batches, read its
-        ``stats`` (pages, retries, duplicates) and take a ``checkpoint()`` to resume later.
+        ``stats`` (pages, retries, duplicates, probes), take a ``checkpoint()`` to resume later
+        and ``stop()`` it after the batch in hand.
 
         :meth:`iter_works` and :meth:`iter_pages` are built on it; the arguments are theirs,
         plus ``raw`` (also keep each work exactly as sent, as ``msgspec.Raw``) and ``resume``
@@ -766,10 +767,11 @@ class KlingSession:
             since: Only works created after this (an aware ``datetime`` or epoch ms); the walk
                 stops at the first page that reaches older works.
             prefetch: Pages to keep requested ahead of the one being consumed (see the README:
-                0 by default, the gentlest on a rate-limited account).
+                0 by default, the gentlest on a rate-limited account; with more, head probes
+                prove the order the pages were served in).
             max_stale_pages: Raise :class:`~kling_async.WalkStalledError` after this many
-                pages in a row reach no older work than the page before (a server ignoring
-                ``pageNum``, or arrivals of a page or more per request).
+                pages in a row bring nothing new and reach no further down the list (a
+                server ignoring ``pageNum``, or arrivals of a page or more per request).
 
         Raises:
             ValueError: An argument out of range, before any request.

@@ -429,20 +429,24 @@ class Walk:
         errors: dict[int, BaseException] = {}
         stats = self.stats
 
-        def flush() -> None:
+        def flush() -> bool:
+            sent = False
             for req in planner.take_requests():
                 tasks[req.id] = asyncio.create_task(self._fetch(req))
+                sent = True
             for rid in planner.take_cancels():
                 task = tasks.pop(rid, None)
                 if task is not None:
                     task.cancel()
+            return sent
 
         try:
             while True:
-                flush()
+                if flush():
+                    await asyncio.sleep(0)  # let the new requests go out before handing out
                 batch = planner.next_batch()
-                if self.prefetch:
-                    flush()  # pages ahead go out before the consumer gets this one
+                if self.prefetch and flush():
+                    await asyncio.sleep(0)  # pages ahead go out before the consumer gets this
                 stats.requests, stats.retries = self._retry.requests, self._retry.retries
                 if batch is not None:
                     yield self._batch(batch)

@@ -80,10 +80,21 @@ def test_bench_walk_quick(capsys: pytest.CaptureFixture[str]) -> None:
     """Three walkers at two latencies, all counting the same works; both targets judged."""
     assert bench_walk.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    rows = table_rows(out)
+    clocks, arrivals = out.split("Clock modes:")[1].split("Steady arrivals:")
+    rows = table_rows(out.split("Clock modes:")[0])
     assert [row[2] for row in rows] == [bench_walk.NAIVE, bench_walk.P0, bench_walk.P4] * 2
     assert len({row[1] for row in rows}) == 1  # same library size in both scenarios
-    assert len(verdicts(out)) == 2
+    clock_rows = table_rows(clocks)
+    assert [(r[0], r[1]) for r in clock_rows] == [
+        (c, str(d)) for c in bench_walk.CLOCKS for d in bench_walk.DEPTHS
+    ]
+    assert [(r[0], r[1]) for r in table_rows(arrivals)] == [
+        ("0.1", "0"),
+        ("0.1", "4"),
+        ("0.5", "0"),
+        ("0.5", "4"),
+    ]
+    assert len(verdicts(out)) == 6
 
 
 def test_bench_memory_quick(capsys: pytest.CaptureFixture[str]) -> None:

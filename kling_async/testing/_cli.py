@@ -100,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes per CDN file (default: %(default)s)",
     )
     parser.add_argument(
+        "--inserts-per-request",
+        type=_float_in(0.0, 1e6),
+        default=0.0,
+        metavar="N",
+        help="new tasks at the head before each assets request (works arriving; default: 0)",
+    )
+    parser.add_argument(
         "--clock",
         choices=CLOCK_MODES,
         default="library",
@@ -133,7 +140,9 @@ def _build(args: argparse.Namespace) -> FakeKlingServer:
         token=args.token,
         seed=args.seed,
         emails=args.emails,
-        faults=Faults(rate=args.fault_rate, kinds=kinds),
+        faults=Faults(
+            rate=args.fault_rate, kinds=kinds, inserts_per_request=args.inserts_per_request
+        ),
         latency=args.latency,
         file_size=args.file_size,
         host=args.host,
