@@ -2,10 +2,10 @@
 
     python -m benchmarks.bench_export [--quick]
 
-A static server (every page pre-encoded from the fake library, answered at 0 ms) runs in a
-child process (``python -m benchmarks.bench_export --serve ...``) so its CPU is never the
-contenders'. Each contender is a process of its own, timed wall to wall, its CPU (user + sys)
-read from ``os.wait4``:
+The static server (``benchmarks._static_server``: every page of the fake library encoded
+once, answered at 0 ms) runs in a child process, so its CPU is never the contenders'. Each
+contender is a process of its own, timed wall to wall, its CPU (user + sys) read from
+``os.wait4``:
 
 * **naive script**: one ``aiohttp.ClientSession``, ``pageNum`` 1, 2, ... (same page size),
   each page decoded once into ``msgspec.Raw`` per work, those bytes written as lines, then
@@ -23,21 +23,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 import msgspec
 
-from ._common import ROOT, fmt_ratio, machine_line, markdown_table, sigterm_as_exit, verdict
+from ._common import (
+    ROOT,
+    FakeServerProcess,
+    fmt_ratio,
+    machine_line,
+    markdown_table,
+    sigterm_as_exit,
+    verdict,
+)
 
 TOKEN = "bench-token"
 PAGE_SIZE = 40
@@ -45,97 +50,6 @@ NAIVE = "naive script (fsync per page)"
 OURS = "kling-async export"
 PER_PAGE = "kling-async export --commit-interval 0"
 CONTENDERS = (NAIVE, OURS, PER_PAGE)
-
-
-# -- the static server (child process) ------------------------------------------------------
-
-
-def serve(tasks: int, page_size: int) -> None:
-    """Pre-encode every page, print the base URL, answer until SIGTERM."""
-    from aiohttp import web
-
-    from kling_async.testing import FakeLibrary
-
-    library = FakeLibrary(tasks, seed=7)
-    pages: dict[tuple[int, int], bytes] = {}
-    n = 1
-    while True:
-        body = library.page_bytes(n, page_size)
-        pages[(n, page_size)] = body
-        if b'"history":[]' in body:
-            break
-        n += 1
-    empty = pages[(n, page_size)]
-
-    async def assets(request: web.Request) -> web.Response:
-        num, size = int(request.query["pageNum"]), int(request.query["pageSize"])
-        body = pages.get((num, size))
-        if body is None:  # the walk's head probe (pageSize=1): encoded once, then kept
-            body = pages[(num, size)] = library.page_bytes(num, size) if num <= n else empty
-        return web.Response(body=body, content_type="application/json")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/v1/kling/assets/", assets)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        print(f"http://127.0.0.1:{port}/v1/kling", flush=True)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())
-
-
-class StaticServer:
-    """The static server in a child process, stopped on the way out."""
-
-    def __init__(self, tasks: int) -> None:
-        self.tasks = tasks
-        self.base_url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> StaticServer:
-        cmd = [sys.executable, "-m", "benchmarks.bench_export", "--serve", str(self.tasks)]
-        self._proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        try:
-            self.base_url = _read_line(self._proc.stdout, 120)
-            if not self.base_url.startswith("http"):
-                raise RuntimeError("the static server did not start")
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _read_line(stream: IO[bytes] | None, timeout: float) -> str:
-    assert stream is not None
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return lines[0].decode().strip() if lines else ""
 
 
 # -- the naive script (child process) --------------------------------------------------------
@@ -216,9 +130,11 @@ def run_once(cmd: list[str]) -> tuple[float, float]:
 
 def measure(tasks: int, repeats: int) -> tuple[int, dict[str, Run]]:
     runs = {name: Run() for name in CONTENDERS}
-    with tempfile.TemporaryDirectory() as tmp, StaticServer(tasks) as server:
+    server_process = FakeServerProcess(tasks=tasks, token=TOKEN, static=True)
+    with tempfile.TemporaryDirectory() as tmp, server_process as server:
         outs = {name: Path(tmp) / f"{i}.jsonl" for i, name in enumerate(CONTENDERS)}
-        for name in CONTENDERS:  # warm-up: page cache, imports, the server's probe pages
+        # Warm-up: the server encodes each page on first use; imports, the page cache.
+        for name in CONTENDERS:
             run_once(command(name, server.base_url, outs[name]))
         for _ in range(repeats):
             for name in CONTENDERS:
@@ -263,12 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
     parser.add_argument("--tasks", type=int, default=22_750, help="tasks (~2.2 works each)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--serve", type=int, metavar="TASKS", help=argparse.SUPPRESS)
     parser.add_argument("--naive", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve is not None:
-        serve(args.serve, PAGE_SIZE)
-        return 0
     if args.naive is not None:
         asyncio.run(naive_export(*args.naive))
         return 0
