@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Final, Generic, TypeVar
 
 import msgspec
@@ -274,6 +274,10 @@ class _Window:
 
     def __contains__(self, item: int) -> bool:
         return item in self._ids
+
+    def any_of(self, ids: Iterable[int]) -> bool:
+        """Whether any of ``ids`` is here (a set operation: called for every work of a page)."""
+        return not self._ids.keys().isdisjoint(ids)
 
     def add(self, ids: Sequence[int]) -> None:
         known = self._ids
@@ -681,7 +685,7 @@ class Planner(Generic[P]):
         if not self._last_ids:
             return False
         last = set(self._last_ids)
-        return any(i in last for i in answer.ids)
+        return not last.isdisjoint(answer.ids)
 
     def _progress(self, ids: Sequence[int], slot: _Slot[P]) -> bool:
         """Whether a page reaches further down the list than the page before.
@@ -697,7 +701,7 @@ class Planner(Generic[P]):
             if wid == tail:
                 return k < len(ids) - 1
         previous = set(last_ids)
-        return not any(wid in previous for wid in ids) and self._adjacent(slot)
+        return previous.isdisjoint(ids) and self._adjacent(slot)
 
     def _verdict(self, slot: _Slot[P]) -> str:
         """``accept``, ``wait`` or ``reject`` the next page: was it served after the last?"""
@@ -767,7 +771,7 @@ class Planner(Generic[P]):
         assert answer is not None
         if self._searching or not anchor or last is None or not answer.ids:
             return "accept"
-        if anchor[-1] in answer.ids or any(wid in self._seen for wid in answer.ids):
+        if anchor[-1] in answer.ids or self._seen.any_of(answer.ids):
             return "accept"
         if self._tight(slot, last):
             return "accept"
@@ -924,12 +928,7 @@ class Planner(Generic[P]):
         start = 0
         found = False
         anchor = self._anchor
-        if (
-            not self._searching
-            and anchor
-            and anchor[-1] not in ids
-            and any(wid in seen for wid in ids)
-        ):
+        if not self._searching and anchor and anchor[-1] not in ids and seen.any_of(ids):
             # The page lies wholly above the last work handed out (works arrived and
             # pushed it down): everything above that work was handed out or arrived
             # since, so read on without yielding until it shows up again, one page at a
