@@ -110,13 +110,16 @@ def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage
     """A whole page, every field of an unexpected type converted or None (see _lenient).
 
     Raises:
-        DecodeError: Not JSON, or ``history`` or a work's ``workId`` unusable.
+        DecodeError: Not JSON, not an object, or ``history`` not a list (read as empty, it
+            would pass for the end of the list).
     """
     report: DriftReport | None = None
     if drift is not None:
         report = lambda path, reason, kept: drift.report("", path, reason, kept)  # noqa: E731
     try:
-        return decode_lenient(body, ASSETS_PAGE_DECODER, AssetsPage, on_drift=report)
+        return decode_lenient(
+            body, ASSETS_PAGE_DECODER, AssetsPage, on_drift=report, required=(("history",),)
+        )
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(url, str(exc)) from exc
     except RecursionError as exc:  # the untyped re-decode of a deeply nested body

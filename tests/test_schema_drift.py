@@ -266,3 +266,15 @@ async def test_any_field_drift_is_exported_byte_exact_and_walked(
     async with KlingSession(TOKEN, base_url=scripted.base_url) as kling:
         ids = [w.work_id async for w in kling.iter_works(page_size=PAGE_SIZE)]
     assert ids == [msgspec.json.decode(s)["workId"] for s in sent]
+
+
+async def test_get_assets_refuses_a_history_that_is_not_a_list(scripted: Scripted) -> None:
+    """Read as empty, it would pass for the end of the list: a DecodeError instead."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"history": "soon"}', content_type="application/json")
+
+    scripted.handle(handler)
+    async with KlingSession(TOKEN, base_url=scripted.base_url, max_retries=0) as kling:
+        with pytest.raises(DecodeError, match=r"\$\.history"):
+            await kling.get_assets()
