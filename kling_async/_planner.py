@@ -52,8 +52,9 @@ P = TypeVar("P")
 
 #: The format of :class:`WalkCheckpoint`; older checkpoints are refused with a clear error.
 CHECKPOINT_VERSION: Final = 2
-#: Sequential pages delivered before a walk that fell back to one page at a time pipelines
-#: again; doubled after each failed attempt, up to :data:`MAX_CALM_PAGES`.
+#: Sequential pages without arrivals before a walk that fell back to one page at a time
+#: pipelines again; doubled when a pipelined stretch is cut short within 8 times this many
+#: pages (up to :data:`MAX_CALM_PAGES`), back to this after a long one.
 CALM_PAGES: Final = 3
 MAX_CALM_PAGES: Final = 96
 
@@ -78,8 +79,9 @@ class WalkCheckpoint(msgspec.Struct, kw_only=True):
         content_type: The walk's ``contentType`` filter.
         email: The Kling account.
         since: The walk's ``since`` (epoch ms), if any.
-        anchor_ids: Work ids of the page where the walk's place is, in list order, up to the
-            last work yielded. Empty before the first page.
+        anchor_ids: Work ids of the page where the walk's place is, in list order: the page
+            the work furthest down the list that was handed out (or skipped as handed out
+            before) came on, up to that work. Empty before the first page.
         recent_ids: Ids of the last pages (already yielded), skipped by the resumed walk.
         works: Works yielded so far, across resumes.
         finished: The walk reached its end; a resumed walk yields nothing.
@@ -311,7 +313,8 @@ class Planner(Generic[P]):
         start_page: The first page (ignored with ``resume``).
         prefetch: Pages requested ahead of the one being handed out (0: one at a time).
         max_items: Release at most this many works.
-        max_pages: Ask for at most this many pages (head probes not counted).
+        max_pages: Ask for at most this many page requests (pages asked again count, head
+            probes do not).
         since: Release only works created after this (epoch ms); stop at the first page that
             reaches older works (this assumes ``createTime`` decreases down the list).
         max_stale_pages: Raise :class:`WalkStalledError` after this many pages in a row
@@ -376,7 +379,7 @@ class Planner(Generic[P]):
         self._last_entries = 0
         self._stale = 0
         self._loose = 0  # pages in a row that brought nothing, with other requests between
-        self._tail = page_size
+        self._tail = self.size
         # Requests. _seq orders every send and receipt, the causal clock of the walk.
         self._seq = 0
         self._next_id = 0
@@ -411,9 +414,11 @@ class Planner(Generic[P]):
         self._short: tuple[int, int] | None = None
         self._confirming = False
         self._first_full = False  # page 1 came back full at the size asked
+        if max_items is not None and self._yielded >= max_items:
+            self.finished = True  # nothing left to hand out (a resume past max_items)
         if not self.finished:
             self._pump()
-            if prefetch > 0 and self._epoch is None and self._probe is None:
+            if prefetch > 0 and self._probe is None and self._depth() > 0:
                 self._emit(1, 1, probe=True)
 
     def _window_ids(self, prefetch: int) -> int:
@@ -428,7 +433,15 @@ class Planner(Generic[P]):
         """No more batches will come (finished, stopped by ``max_pages``, or failed)."""
         if self.finished or self.failed_request is not None:
             return True
-        return not self._by_id and not self._out
+        if self._out:
+            return False
+        if (
+            self._at_max_pages()
+            and self._pages.get(self._delivered + 1) is None
+            and self._check is None
+        ):
+            return True  # max_pages spent and the next page not asked: nothing more can come
+        return not self._by_id
 
     @property
     def page_size(self) -> int:
@@ -482,6 +495,7 @@ class Planner(Generic[P]):
         slot.failed = True
         if slot is self._probe:
             self.failed_request = req_id
+        self._pump()
 
     def next_batch(self) -> Batch[P] | None:
         """The next page to hand out, or ``None`` until more answers arrive.
@@ -591,6 +605,9 @@ class Planner(Generic[P]):
             and self._check is None
         )
 
+    def _at_max_pages(self) -> bool:
+        return self.max_pages is not None and self._page_requests >= self.max_pages
+
     def _depth(self) -> int:
         """Page requests to keep in flight now."""
         depth = 1 + (self.prefetch if self._pipelining() else 0)
@@ -612,7 +629,7 @@ class Planner(Generic[P]):
                 return  # nothing else goes out while it is in flight
             self._solo_slot = None
         if self._solo:
-            if self._by_id or self._probe is not None:
+            if self._by_id or self._probe is not None or self._at_max_pages():
                 return
             self._solo = False
             page_num = max(self._next_emit, self._delivered + 1)
@@ -627,7 +644,7 @@ class Planner(Generic[P]):
         end_at: int | None = None
         for p, s in self._pages.items():
             if s.answer is None:
-                in_flight += 1
+                in_flight += not s.failed
             elif s.answer.n_entries == 0 and (end_at is None or p < end_at):
                 end_at = p
         buffered = len(self._pages) - in_flight
@@ -635,7 +652,7 @@ class Planner(Generic[P]):
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
         while in_flight < depth and (buffered < 4 * depth if pipelining else not buffered):
-            if self.max_pages is not None and self._page_requests >= self.max_pages:
+            if self._at_max_pages():
                 break
             page_num = max(self._next_emit, self._delivered + 1)
             if page_num in self._pages or (end_at is not None and page_num > end_at):
@@ -766,13 +783,10 @@ class Planner(Generic[P]):
             return "accept"
         if anchor[-1] in answer.ids or any(wid in self._seen for wid in answer.ids):
             return "accept"
-        if self._tight(slot, last):
+        if self._adjacent(slot):
             return "accept"
-        if last.lo is not None:
-            if slot.hi is None:
-                return "wait"
-            if last.lo == slot.hi:
-                return "accept"
+        if last.lo is not None and slot.hi is None:
+            return "wait"  # the next head probe may show that nothing arrived
         return "lost"
 
     @staticmethod
@@ -820,18 +834,13 @@ class Planner(Generic[P]):
         self._solo = True
         self._stop_pipelining()
 
-    def _drift(self, n: int, *, solo: bool = False) -> None:
-        """Works arrived while page ``n`` was in flight with the page above: ask it again
-        (with ``solo``, with no other request in flight)."""
+    def _drift(self, n: int) -> None:
+        """Works arrived while page ``n`` was in flight with the page above: ask it again."""
         self._arrivals_seen = self._delivered
         self.stats.drift_events += 1
         self.stats.refetches += 1
         log.debug("page %d may hide works (answered out of order): asking it again", n)
-        if solo:
-            self._cancel_all()
-            self._solo = True
-        else:
-            self._cancel_pages(n)
+        self._cancel_pages(n)
         self._next_emit = self._refetch_page = n
         self._stop_pipelining()
 
@@ -866,7 +875,7 @@ class Planner(Generic[P]):
                     # is never served). The next page at the size served tells them apart.
                     self._resize(short_entries, short_page, confirm=True)
                     return None
-            elif list(ids) != list(self._last_ids) and any(i not in seen for i in ids):
+            elif any(i not in seen for i in ids):
                 self._resize(short_entries, short_page, confirm=False)
                 return None
             elif self._searching:
@@ -1063,6 +1072,7 @@ class Planner(Generic[P]):
         self._cancel_all()
         self.size = self.stats.page_size = entries
         self.size_proven = False
+        self._tail = entries
         if short_page == 1:
             # Page 1 is the same at either size: carry on with page 2 at the size served.
             self._confirming = confirm
@@ -1106,6 +1116,11 @@ class Planner(Generic[P]):
         check = self._check
         assert check is not None
         if check.above is None:
+            if self.max_pages is not None and self._page_requests + 2 > self.max_pages:
+                # No room left to tell: the walk stops here, as max_pages says.
+                self._check = None
+                self._cancel_all()
+                return
             if self._epoch is None:
                 if self._probe is None:
                     self._emit(1, 1, probe=True)

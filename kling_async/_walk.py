@@ -2,16 +2,15 @@
 
 Everything that walks pages (``iter_pages``, ``iter_works``, ``watch_works``, the export)
 goes through :class:`Walk`. The planner decides which pages to ask, which answers to trust
-and what to yield; this module only sends its requests (each a task, up to ``prefetch + 1``
-pages and a head probe in flight), decodes each answer once, feeds it back in the order it
-arrives, and hands the planner's batches to the consumer. One backoff state is shared by
-all the requests of a walk. The server's ``currentTimestamp`` is never read.
+and what to yield; this module only sends its requests (each a task: usually up to
+``prefetch + 1`` pages and a head probe in flight, two pages when a repeated page is
+checked), decodes each answer, feeds it back in the order it arrives, and hands the
+planner's batches to the consumer. The server's ``currentTimestamp`` is never read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import AsyncGenerator, Hashable
 from datetime import datetime
@@ -21,7 +20,7 @@ import msgspec
 
 from . import _http
 from ._planner import Answer, Batch, Planner, PlanRequest, WalkCheckpoint, WalkStats
-from .errors import DecodeError
+from .errors import DecodeError, TransportError
 from .models import ASSETS_PAGE_DECODER, AssetsPage, Work
 
 if TYPE_CHECKING:
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from ._session import KlingSession
 
 __all__ = ["Walk", "WalkCheckpoint", "WalkStats", "WorkPage", "to_epoch_ms"]
-
-log = logging.getLogger("kling_async")
 
 
 class _RawHistoryItem(msgspec.Struct, gc=False):
@@ -152,8 +149,10 @@ class Walk:
                 raise TypeError(f"{name} must be an int or None")
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int):
+            raise TypeError(f"prefetch must be an int, got {prefetch!r}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         if isinstance(max_stale_pages, bool) or not isinstance(max_stale_pages, int):
             raise TypeError("max_stale_pages must be an int")
         if max_stale_pages < 1:
@@ -227,6 +226,7 @@ class Walk:
     async def _run(self) -> AsyncGenerator[WorkPage, None]:
         planner = self._planner
         tasks: dict[int, asyncio.Task[Answer[_Fetched]]] = {}
+        cancelled: set[asyncio.Task[Answer[_Fetched]]] = set()
         errors: dict[int, BaseException] = {}
         stats = self.stats
 
@@ -239,6 +239,8 @@ class Walk:
                 task = tasks.pop(rid, None)
                 if task is not None:
                     task.cancel()
+                    cancelled.add(task)  # awaited at the end: no request outlives the walk
+            cancelled.difference_update([t for t in cancelled if t.done()])
             return sent
 
         try:
@@ -259,12 +261,20 @@ class Walk:
                 if planner.done:
                     return
                 if not tasks:
+                    if errors:  # a failure the planner had no use for: say what it was
+                        raise next(iter(errors.values()))
                     raise RuntimeError("kling_async walk planner waits for no request (a bug)")
                 await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
                 for rid, task in list(tasks.items()):
                     if not task.done():
                         continue
                     del tasks[rid]
+                    if task.cancelled():  # not by this walk (it pops what it cancels)
+                        errors[rid] = TransportError(
+                            "a page request was cancelled from outside the walk"
+                        )
+                        planner.receive_failure(rid)
+                        continue
                     exc = task.exception()
                     if exc is None:
                         planner.receive(rid, task.result())
@@ -272,7 +282,7 @@ class Walk:
                         errors[rid] = exc
                         planner.receive_failure(rid)
         finally:
-            pending = list(tasks.values())
+            pending = [*tasks.values(), *cancelled]
             for task in pending:
                 task.cancel()
             if pending:
