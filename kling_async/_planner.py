@@ -39,6 +39,7 @@ from .errors import ResumeError, WalkStalledError
 __all__ = [
     "CHECKPOINT_VERSION",
     "Answer",
+    "AutoPrefetch",
     "Batch",
     "PlanRequest",
     "Planner",
@@ -399,6 +400,7 @@ class Planner(Generic[P]):
         # asked again; back on after a fresh head probe.
         self._pipelined = prefetch > 0
         self._repipeline = False
+        self._fallback = False  # one page at a time after pipelining was cut short
         self._calm = 0
         self._calm_needed = CALM_PAGES
         self._pipelined_run = 0
@@ -463,7 +465,9 @@ class Planner(Generic[P]):
         self.prefetch = max(0, prefetch)
         self._seen.max_ids = max(self._seen.max_ids, self._window_ids(self.prefetch))
         if self.prefetch == 0:
-            self._pipelined = False
+            self._pipelined = self._repipeline = False
+        elif not self._pipelined and not self._repipeline and not self._fallback:
+            self._repipeline = True  # a fresh head probe first, as after a calm stretch
         self._pump()
 
     def finish(self) -> None:
@@ -846,6 +850,7 @@ class Planner(Generic[P]):
 
     def _stop_pipelining(self) -> None:
         """One page at a time for a calm stretch (longer after each pipelining cut short)."""
+        self._fallback = True
         if self._pipelined:
             self._pipelined = False
             self._calm = 0
@@ -888,7 +893,7 @@ class Planner(Generic[P]):
             # page 1 (or only new works) are the rest of a capped page 1; page 1 again is
             # a server repeating the last page past the end.
             self._confirming = False
-            if list(ids) == list(self._last_ids):
+            if ids and list(ids) == list(self._last_ids):
                 self._repeated(n)
                 return None
             tail = list(ids)
@@ -1033,6 +1038,7 @@ class Planner(Generic[P]):
                 # A fresh probe first, so that the pages sent next can be vouched for.
                 self._calm = 0
                 self._repipeline = True
+                self._fallback = False
 
         self._delivered = n
         self._last = slot
@@ -1096,6 +1102,9 @@ class Planner(Generic[P]):
 
     def _repeated(self, n: int) -> None:
         """Page ``n`` holds exactly the works of page ``n - 1``."""
+        if n <= 1:  # nothing above to compare with (a walk read back to page 1)
+            self._at_end(n)
+            return
         if self._last_entries < self.size and self.size_proven:
             # A short page served again: the list ends there whatever else happened (unless
             # the server caps the page size: then it is checked like a full page).
@@ -1173,3 +1182,54 @@ class Planner(Generic[P]):
             return True
         self._rewind(check.page_num - 1)
         return True
+
+
+class AutoPrefetch:
+    """Picks a walk's prefetch depth from what it observes (``prefetch="auto"``); no I/O.
+
+    Latency it cannot hide (answers faster than ``min_latency``) means no prefetch: deeper only
+    adds work. Otherwise it goes straight to ``max_prefetch`` while no request has had to be
+    retried; a retried request (a 429, a 5xx, a network failure) halves the depth and sets a
+    threshold at the new depth, and from there it grows like a TCP window: doubling every
+    round of answers up to the threshold, then by one per round. It never exceeds
+    ``max_prefetch``, so an account at capacity never sees its load multiplied.
+
+    Args:
+        max_prefetch: The deepest it goes.
+        min_latency: Seconds per request below which prefetch cannot pay.
+    """
+
+    __slots__ = ("_clean", "_ewma", "depth", "max_prefetch", "min_latency", "threshold")
+
+    def __init__(self, max_prefetch: int = 8, min_latency: float = 0.01) -> None:
+        self.max_prefetch = max_prefetch
+        self.min_latency = min_latency
+        self.depth = 0
+        self.threshold = max_prefetch
+        self._ewma: float | None = None
+        self._clean = 0
+
+    def observe(self, seconds: float, retried: bool) -> int:
+        """One answer: how long its request took, and whether a retry happened meanwhile.
+        Returns the depth to use from now on."""
+        if retried:
+            self.threshold = max(1, self.depth // 2)
+            self.depth //= 2
+            self._clean = 0
+            return self.depth
+        ewma = self._ewma
+        self._ewma = seconds if ewma is None else 0.7 * ewma + 0.3 * seconds
+        if self._ewma < self.min_latency:
+            self.depth = 0
+            self._clean = 0
+            return self.depth
+        if self.depth == 0 and self.threshold == self.max_prefetch:
+            # Latency to hide and no sign of a busy account yet: straight to the threshold.
+            self.depth = self.max_prefetch
+            return self.depth
+        self._clean += 1
+        if self._clean >= self.depth + 1:  # a round of answers at this depth
+            self._clean = 0
+            grown = max(1, 2 * self.depth) if self.depth < self.threshold else self.depth + 1
+            self.depth = min(self.max_prefetch, grown)
+        return self.depth

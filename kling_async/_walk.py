@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncGenerator, Hashable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from . import _http
-from ._planner import Answer, Batch, Planner, PlanRequest, WalkCheckpoint, WalkStats
+from ._planner import (
+    Answer,
+    AutoPrefetch,
+    Batch,
+    Planner,
+    PlanRequest,
+    WalkCheckpoint,
+    WalkStats,
+)
 from .errors import DecodeError, TransportError
 from .models import ASSETS_PAGE_DECODER, AssetsPage, Work
 
@@ -127,10 +136,11 @@ class Walk:
         max_items: int | None,
         max_pages: int | None,
         since: datetime | int | None,
-        prefetch: int,
+        prefetch: int | Literal["auto"],
         max_stale_pages: int,
         raw: bool,
         resume: WalkCheckpoint | None,
+        max_prefetch: int = 8,
     ) -> None:
         if resume is not None:
             if not isinstance(resume, WalkCheckpoint):
@@ -149,9 +159,17 @@ class Walk:
                 raise TypeError(f"{name} must be an int or None")
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int):
-            raise TypeError(f"prefetch must be an int, got {prefetch!r}")
-        if prefetch < 0:
+        if isinstance(max_prefetch, bool) or not isinstance(max_prefetch, int):
+            raise TypeError(f"max_prefetch must be an int, got {max_prefetch!r}")
+        if max_prefetch < 0:
+            raise ValueError(f"max_prefetch must be >= 0, got {max_prefetch}")
+        self._auto: AutoPrefetch | None = None
+        if prefetch == "auto":
+            self._auto = AutoPrefetch(max_prefetch)
+            prefetch = 0
+        elif isinstance(prefetch, bool) or not isinstance(prefetch, int):
+            raise TypeError(f'prefetch must be an int or "auto", got {prefetch!r}')
+        elif prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         if isinstance(max_stale_pages, bool) or not isinstance(max_stale_pages, int):
             raise TypeError("max_stale_pages must be an int")
@@ -164,7 +182,6 @@ class Walk:
         self.max_items = max_items
         self.max_pages = max_pages
         self.since = resume.since if resume is not None else to_epoch_ms(since)
-        self.prefetch = prefetch
         self.raw = raw
         self._planner: Planner[_Fetched] = Planner(
             page_size=page_size,
@@ -200,10 +217,21 @@ class Walk:
         self._started = True
         return self._run()
 
+    @property
+    def prefetch(self) -> int:
+        """The prefetch depth in use (with ``prefetch="auto"``, the one picked so far)."""
+        return self._planner.prefetch
+
     async def _fetch(self, req: PlanRequest) -> Answer[_Fetched]:
         kling = self._kling
         params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
+        started, retries = time.monotonic(), self._retry.retries
         body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        auto = self._auto
+        if auto is not None and not req.probe:
+            depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
+            if depth != self._planner.prefetch:
+                self._planner.set_prefetch(depth)
         page = _http.decode(ASSETS_PAGE_DECODER, body, url=url)
         works = page.works()
         raws: list[msgspec.Raw] | None = None

@@ -110,3 +110,14 @@ def test_bench_memory_quick(capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert all(float(row[2].replace(",", "")) > 0 for row in rows)
     assert len(verdicts(out)) == 2
+
+
+def test_bench_prefetch_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every fixed depth and "auto" at both latencies; one verdict per latency."""
+    from benchmarks import bench_prefetch
+
+    assert bench_prefetch.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [r[1] for r in rows] == [str(d) for d in bench_prefetch.DEPTHS] * 2
+    assert len(verdicts(out)) == 2

@@ -264,3 +264,25 @@ def test_max_pages_is_a_bound(world: dict[str, object], max_pages: int) -> None:
     with contextlib.suppress(WalkStalledError, ResumeError):
         drive(planner, server, schedule)
     assert sum(sizes) <= max_pages
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), st.lists(st.integers(0, 8), min_size=1, max_size=20))
+def test_depth_changes_mid_walk_keep_exactly_once(
+    world: dict[str, object], depths: list[int]
+) -> None:
+    """The depth changing after any batch (prefetch="auto"): exactly once all the same."""
+    server, schedule, before, planner = setup(world)
+    pending = list(depths)
+
+    def change(_: object) -> None:
+        if pending:
+            planner.set_prefetch(pending.pop(0))
+
+    try:
+        run = drive(planner, server, schedule, on_batch=change)
+    except WalkStalledError:
+        assert may_stall(world)
+        return
+    assert run.finished
+    assert_exactly_once(run.yielded, before)
