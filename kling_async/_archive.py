@@ -148,7 +148,11 @@ class Archive:
             if readonly:
                 if not path.exists():
                     return  # a dry run of a new archive: everything is new
-                db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+                # Without a WAL (the last writer closed cleanly) the file alone is the whole
+                # database: opened immutable, not even a -shm file is made.
+                wal = path.with_name(path.name + "-wal").exists()
+                mode = "mode=ro" if wal else "immutable=1"
+                db = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
             else:
                 db = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:

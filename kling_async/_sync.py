@@ -671,6 +671,8 @@ def _opened(config: SyncConfig) -> Iterator[Archive]:
                 yield archive
             finally:
                 archive.close()
+                with contextlib.suppress(OSError):
+                    (directory / STAGING).rmdir()  # only when empty: a browsable DIR
     except LockedError:
         raise SyncUsageError(
             f"another sync is updating {directory} (it holds {LOCK_NAME}); wait for it to end"

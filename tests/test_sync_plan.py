@@ -89,7 +89,11 @@ def test_hostile_prompts_stay_one_component(prompt: str) -> None:
 )
 @pytest.mark.parametrize(
     "template",
-    ["{prompt}_{work_id}", "{prompt}/{prompt}-{work_id}", "{created:%Y}/{prompt}_{prompt}_{work_id}"],
+    [
+        "{prompt}_{work_id}",
+        "{prompt}/{prompt}-{work_id}",
+        "{created:%Y}/{prompt}_{prompt}_{work_id}",
+    ],
 )
 def test_long_prompts_are_cut_to_255_bytes_with_the_sidecar_suffix(
     prompt: str, template: str
