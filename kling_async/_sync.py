@@ -739,11 +739,10 @@ async def run_sync_all(
     kling = _session(config, None)
     kling._add_announcer(progress.waiting)
     outcome = AllAccountsSync(directory=config.directory)
-    async with kling:
-        emails = list(await kling.get_accounts())
-        if not emails:
-            return outcome
-        with _opened(config) as archive:
+    # The lock first: a second sync refuses before asking anything.
+    with _opened(config) as archive:
+        async with kling:
+            emails = list(await kling.get_accounts())
             for email in emails:
                 account = AccountSync(email=email)
                 progress.info(f"{progress.prefix}: account {email}")

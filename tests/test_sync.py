@@ -16,7 +16,7 @@ import pytest
 
 from kling_async import cli
 from kling_async._files import exclusive_lock
-from kling_async._sync import SyncConfig, run_sync, run_sync_all
+from kling_async._sync import SyncConfig, SyncUsageError, run_sync, run_sync_all
 from kling_async.errors import ServerError
 from kling_async.testing import FakeKlingServer
 
@@ -273,6 +273,11 @@ async def test_a_second_sync_refuses_at_once(tmp_path: Path) -> None:
             code, _, err = await run_cli(server, tmp_path)
         assert code == 2 and "another sync" in err and server.stats.requests == 0
         assert err.count("\n") == 1
+        with exclusive_lock(tmp_path / "archive.sqlite.lock"):
+            for run in (run_sync, run_sync_all):
+                with pytest.raises(SyncUsageError, match="another sync"):
+                    await run(config(server, tmp_path))  # type: ignore[operator]
+        assert server.stats.requests == 0 and server.stats.accounts_requests == 0
 
 
 async def run_cli(server: FakeKlingServer, directory: Path, *extra: str) -> tuple[int, str, str]:
