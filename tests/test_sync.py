@@ -417,3 +417,37 @@ async def test_all_accounts_one_failure_keeps_the_others(
             assert [r[0] for r in db.execute("SELECT status FROM runs")] == ["failed", "ok"]
         finally:
             db.close()
+
+
+def sidecars(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.suffix in (".json", ".txt")]
+
+
+async def test_no_media_and_no_sidecars(tmp_path: Path) -> None:
+    """--no-media archives the works only; a later run with media fetches them all."""
+    async with FakeKlingServer(tasks=6, token=TOKEN, seed=1) as server:
+        finish_all(server)
+        first = await run_sync(config(server, tmp_path, media=False))
+        assert first.new_works > 0 and media(tmp_path) == {} and server.stats.downloads == 0
+        second = await run_sync(config(server, tmp_path, sidecars=False))
+        assert second.new_works == 0 and second.media_files > 0
+        check_media_complete(server, tmp_path)
+        assert not sidecars(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"not a database at all", None])
+async def test_a_foreign_archive_file_is_refused_in_one_line(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    path = tmp_path / "archive.sqlite"
+    if content is None:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE mine(x)")
+        db.commit()
+        db.close()
+    else:
+        path.write_bytes(content)
+    async with FakeKlingServer(tasks=3, token=TOKEN) as server:
+        code, _, err = await run_cli(server, tmp_path)
+        assert code == 2 and err.count("\n") == 1 and "archive" in err
+        assert server.stats.requests == 0
