@@ -4,6 +4,7 @@ the download archive, dry runs, the lock, several accounts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -451,3 +452,58 @@ async def test_a_foreign_archive_file_is_refused_in_one_line(
         code, _, err = await run_cli(server, tmp_path)
         assert code == 2 and err.count("\n") == 1 and "archive" in err
         assert server.stats.requests == 0
+
+
+class _Killed(Exception):
+    """Stands for a kill between two page commits."""
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_histories_of_runs_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Works arriving (between runs and while pages are read), unfinished works finishing,
+    tasks deleted (boundary works among them), runs cut after a random page: once a run
+    completes, every work of the library is archived, as the API now sends it."""
+    import random
+
+    from kling_async import _archive
+    from kling_async.testing import Faults
+
+    rng = random.Random(seed)
+    save_page = _archive.Archive.save_page
+    budget: list[int | None] = [None]
+
+    def cut(self: _archive.Archive, *args: Any, **kw: Any) -> tuple[int, int]:
+        if budget[0] is not None:
+            if budget[0] <= 0:
+                raise _Killed
+            budget[0] -= 1
+        return save_page(self, *args, **kw)
+
+    monkeypatch.setattr(_archive.Archive, "save_page", cut)
+    async with FakeKlingServer(tasks=40, token=TOKEN, seed=seed) as server:
+        finish_all(server)
+        pending: list[int] = []
+        for _ in range(20):
+            action = rng.random()
+            if action < 0.35:
+                pending += server.insert_tasks(rng.randint(1, 12), pending=rng.random() < 0.5)
+            elif action < 0.55 and pending:
+                server.complete_pending()
+            elif action < 0.75:
+                size = len(expected_works(server.library, 40))
+                server.delete_tasks(sorted(rng.sample(range(min(size, 12)), rng.randint(1, 3))))
+            server.faults = Faults(inserts_per_request=rng.choice([0.0, 0.3]), seed=seed)
+            budget[0] = rng.choice([None, None, 0, 1, 2, 4])
+            with contextlib.suppress(_Killed):
+                await run_sync(
+                    config(server, tmp_path, media=False, page_size=rng.choice([2, 3, 5]))
+                )
+        server.faults = Faults()
+        budget[0] = None
+        await run_sync(config(server, tmp_path, media=False, page_size=5))
+        now = {w["workId"]: w for w in expected_works(server.library, 40)}
+        got = archived(tmp_path)
+        assert set(now) <= set(got)
+        assert {wid: got[wid] for wid in now} == now
