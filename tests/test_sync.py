@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +50,21 @@ def finish_all(server: FakeKlingServer, email: str | None = None) -> None:
             server.set_status(w["workId"], 99)
 
 
-@pytest.fixture
-def db_rows() -> Iterator[Any]:
-    opened: list[sqlite3.Connection] = []
-
-    def query(directory: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(directory / "archive.sqlite")
-        opened.append(db)
-        return db.execute(sql, args).fetchall()
-
-    yield query
-    for db in opened:
-        db.close()
-
-
 def archived(directory: Path) -> dict[int, dict[str, Any]]:
-    with sqlite3.connect(directory / "archive.sqlite") as db:
+    db = sqlite3.connect(directory / "archive.sqlite")
+    try:
         rows = db.execute("SELECT work_id, raw FROM works").fetchall()
-    db.close()
+    finally:
+        db.close()
     return {wid: json.loads(raw) for wid, raw in rows}
+
+
+def run_statuses(directory: Path) -> list[str]:
+    db = sqlite3.connect(directory / "archive.sqlite")
+    try:
+        return [r[0] for r in db.execute("SELECT status FROM runs ORDER BY rowid")]
+    finally:
+        db.close()
 
 
 def media(directory: Path) -> dict[tuple[int, str], tuple[str, int, str]]:
@@ -351,9 +346,7 @@ async def test_kill_9_then_sync_again_is_exact(tmp_path: Path, when: str) -> Non
         assert archived(tmp_path) == expected
         assert set(pending) <= {wid for wid, _ in media(tmp_path)}
         check_media_complete(server, tmp_path)
-        statuses = [r[0] for r in sqlite3.connect(tmp_path / "archive.sqlite").execute(
-            "SELECT status FROM runs ORDER BY started")]  # fmt: skip
-        assert statuses == ["interrupted", "ok", "ok"]
+        assert run_statuses(tmp_path) == ["interrupted", "ok", "ok"]
     assert TOKEN not in out + err
 
 
@@ -507,3 +500,13 @@ async def test_random_histories_of_runs_stay_exact(
         got = archived(tmp_path)
         assert set(now) <= set(got)
         assert {wid: got[wid] for wid in now} == now
+
+
+async def test_cli_all_accounts_summary_per_account_and_in_total(tmp_path: Path) -> None:
+    async with FakeKlingServer(tasks=4, token=TOKEN, seed=4, emails=EMAILS) as server:
+        code, out, err = await run_cli(server, tmp_path, "--all-accounts", "--no-media")
+        assert code == 0, err
+        assert all(f"synced ({email})" in out for email in EMAILS)
+        assert "all accounts: 2 synced into" in out
+        code, _, err = await run_cli(server, tmp_path, "--all-accounts", "--email", EMAILS[0])
+        assert code == 2 and err.count("\n") == 1
