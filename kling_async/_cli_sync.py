@@ -188,6 +188,7 @@ def summary_lines(result: SyncResult) -> list[str]:
         f"synced{who}: {result.new_works:,} new works, {result.updated_works:,} updated, "
         f"{result.media_files:,} media files fetched ({format_bytes(result.media_bytes)}), "
         f"{result.skipped:,} skipped, {result.failed:,} failed; {result.requests:,} requests"
+        + (" (an interrupted walk resumed)" if result.resumed else "")
     )
     lines.append(
         f"  archive {result.directory}: {result.total_works:,} works, "

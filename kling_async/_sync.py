@@ -280,8 +280,19 @@ class _ArchiveDownloader(Downloader):
     """The export's downloader, fetching into the staging folder; each finished work is
     then placed at its template path and recorded."""
 
-    def __init__(self, run: _SyncRun, staging: Path, **kwargs: object) -> None:
-        super().__init__(run.kling, staging, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, run: _SyncRun, staging: Path) -> None:
+        config = run.config
+        super().__init__(
+            run.kling,
+            staging,
+            jobs=config.jobs,
+            file_types=config.file_types,
+            email=run.email,
+            timeout=config.timeout,
+            min_rate=config.min_rate,
+            on_progress=run.show,
+            on_error=run.report,
+        )
         self._run = run
 
     async def download(self, job: DownloadJob) -> None:
@@ -417,7 +428,7 @@ class _SyncRun:
                     ):
                         walk.stop()
                     self._pages += 1
-                    self._show()
+                    self.show()
         finally:
             result.requests += walk.stats.requests
             result.pages += walk.stats.pages
@@ -436,7 +447,7 @@ class _SyncRun:
                 self.result.updated_works += 1
             self._seen[row.work_id] = work
 
-    def _show(self, force: bool = False) -> None:
+    def show(self, force: bool = False) -> None:
         dl = self.downloader
         self.progress.update(
             works=self.result.new_works + self.result.updated_works,
@@ -449,7 +460,7 @@ class _SyncRun:
 
     # -- media ---------------------------------------------------------------------------
 
-    def _report(self, message: str) -> None:
+    def report(self, message: str) -> None:
         self.reported += 1
         if self.reported <= MAX_REPORTED_FAILURES:
             self.progress.error(f"{self.progress.prefix}: {message}")
@@ -510,17 +521,7 @@ class _SyncRun:
             return
         if not todo:
             return
-        downloader = _ArchiveDownloader(
-            self,
-            self.staging,
-            jobs=config.jobs,
-            file_types=config.file_types,
-            email=self.email,
-            timeout=config.timeout,
-            min_rate=config.min_rate,
-            on_progress=self._show,
-            on_error=self._report,
-        )
+        downloader = _ArchiveDownloader(self, self.staging)
         self.downloader = downloader
         downloader.start()
         try:
@@ -538,7 +539,7 @@ class _SyncRun:
             result.media_works += stats.works
             result.failed += stats.failed
             result.skipped += stats.no_files + stats.not_succeeded
-            self._show(force=True)
+            self.show(force=True)
 
     def _dry_media(self, todo: list[int]) -> None:
         wanted = set(self.config.file_types) if self.config.file_types else None

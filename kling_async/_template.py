@@ -15,6 +15,9 @@ archive directory, without extension; the media file adds ``.mp4`` (…), the si
 * A template is refused before any request when it is absolute, climbs out (``..``), has an
   empty or hidden (``.``) component, lacks ``{work_id}`` (two works would share a name), names
   an unknown field, or cannot fit its components in 255 bytes even with an empty prompt.
+
+``created`` is the work's ``createTime`` as a UTC datetime (1970-01-01 when absent), formatted
+with the strftime format after the colon (``%Y-%m-%d`` without one).
 """
 
 from __future__ import annotations
