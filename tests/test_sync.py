@@ -510,3 +510,29 @@ async def test_cli_all_accounts_summary_per_account_and_in_total(tmp_path: Path)
         assert "all accounts: 2 synced into" in out
         code, _, err = await run_cli(server, tmp_path, "--all-accounts", "--email", EMAILS[0])
         assert code == 2 and err.count("\n") == 1
+
+
+async def test_ctrl_c_exits_130_and_records_an_interrupted_run(tmp_path: Path) -> None:
+    """SIGINT: one line, exit 130, the run row says 'interrupted'; the next run completes."""
+    async with FakeKlingServer(tasks=150, token=TOKEN, seed=13, latency=0.02) as server:
+        finish_all(server)
+        proc = await spawn(
+            "sync", str(tmp_path), "--base-url", server.base_url, "--token", TOKEN,
+            "--page-size", "5", "--prefetch", "0", "--no-media", "-q",
+        )  # fmt: skip
+        try:
+            await wait_until(lambda: works_in_db(tmp_path) >= 20, timeout=60)
+            proc.send_signal(signal.SIGINT)
+            _, err_bytes = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+        err = err_bytes.decode()
+        assert proc.returncode == 130 and "interrupted" in err and err.count("\n") == 1
+        assert run_statuses(tmp_path) == ["interrupted"]
+        code, _, err = await run_cli(server, tmp_path, "--no-media")
+        assert code == 0, err
+        assert run_statuses(tmp_path) == ["interrupted", "ok"]
+        expected = {w["workId"]: w for w in expected_works(server.library, 40)}
+        assert archived(tmp_path) == expected
