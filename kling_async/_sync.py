@@ -499,7 +499,7 @@ class _SyncRun:
                 continue  # not a work this library can read: nothing to fetch for it
         return out
 
-    def _refetch_missing(self) -> None:
+    def _refetch_missing(self) -> list[int]:
         missing = sorted(
             {
                 wid
@@ -510,12 +510,15 @@ class _SyncRun:
         self.result.refetch = len(missing)
         if not self.config.dry_run:
             self.archive.forget_media(missing)
+        return missing
 
     async def _media(self) -> None:
         config, result = self.config, self.result
-        if config.refetch_missing:
-            self._refetch_missing()
+        refetch = self._refetch_missing() if config.refetch_missing else []
         todo = self._todo()
+        if config.dry_run:  # nothing was forgotten: count what would be
+            known = set(todo)
+            todo += [wid for wid in refetch if wid not in known]
         if config.dry_run:
             self._dry_media(todo)
             return

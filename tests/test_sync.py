@@ -213,6 +213,8 @@ async def test_deleted_media_file_is_not_fetched_again(tmp_path: Path) -> None:
         again = await run_sync(config(server, tmp_path))
         assert again.media_files == 0 and server.stats.downloads == 0
         assert not (tmp_path / path).exists()
+        dry = await run_sync(config(server, tmp_path, refetch_missing=True, dry_run=True))
+        assert dry.refetch == 1 and dry.would_fetch == 1
         back = await run_sync(config(server, tmp_path, refetch_missing=True))
         assert back.refetch == 1 and back.media_files >= 1
         assert (tmp_path / path).read_bytes() == server.file_bytes(wid, ft)
