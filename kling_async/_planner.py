@@ -39,6 +39,7 @@ from .errors import ResumeError, WalkStalledError
 __all__ = [
     "CHECKPOINT_VERSION",
     "Answer",
+    "AutoPrefetch",
     "Batch",
     "PlanRequest",
     "Planner",
@@ -52,8 +53,9 @@ P = TypeVar("P")
 
 #: The format of :class:`WalkCheckpoint`; older checkpoints are refused with a clear error.
 CHECKPOINT_VERSION: Final = 2
-#: Sequential pages delivered before a walk that fell back to one page at a time pipelines
-#: again; doubled after each failed attempt, up to :data:`MAX_CALM_PAGES`.
+#: Sequential pages without arrivals before a walk that fell back to one page at a time
+#: pipelines again; doubled when a pipelined stretch is cut short within 8 times this many
+#: pages (up to :data:`MAX_CALM_PAGES`), back to this after a long one.
 CALM_PAGES: Final = 3
 MAX_CALM_PAGES: Final = 96
 
@@ -78,8 +80,9 @@ class WalkCheckpoint(msgspec.Struct, kw_only=True):
         content_type: The walk's ``contentType`` filter.
         email: The Kling account.
         since: The walk's ``since`` (epoch ms), if any.
-        anchor_ids: Work ids of the page where the walk's place is, in list order, up to the
-            last work yielded. Empty before the first page.
+        anchor_ids: Work ids of the page where the walk's place is, in list order: the page
+            the work furthest down the list that was handed out (or skipped as handed out
+            before) came on, up to that work. Empty before the first page.
         recent_ids: Ids of the last pages (already yielded), skipped by the resumed walk.
         works: Works yielded so far, across resumes.
         finished: The walk reached its end; a resumed walk yields nothing.
@@ -318,7 +321,8 @@ class Planner(Generic[P]):
         start_page: The first page (ignored with ``resume``).
         prefetch: Pages requested ahead of the one being handed out (0: one at a time).
         max_items: Release at most this many works.
-        max_pages: Ask for at most this many pages (head probes not counted).
+        max_pages: Ask for at most this many page requests (pages asked again count, head
+            probes do not).
         since: Release only works created after this (epoch ms); stop at the first page that
             reaches older works (this assumes ``createTime`` decreases down the list).
         max_stale_pages: Raise :class:`WalkStalledError` after this many pages in a row
@@ -383,7 +387,7 @@ class Planner(Generic[P]):
         self._last_entries = 0
         self._stale = 0
         self._loose = 0  # pages in a row that brought nothing, with other requests between
-        self._tail = page_size
+        self._tail = self.size
         # Requests. _seq orders every send and receipt, the causal clock of the walk.
         self._seq = 0
         self._next_id = 0
@@ -403,6 +407,7 @@ class Planner(Generic[P]):
         # asked again; back on after a fresh head probe.
         self._pipelined = prefetch > 0
         self._repipeline = False
+        self._fallback = False  # one page at a time after pipelining was cut short
         self._calm = 0
         self._calm_needed = CALM_PAGES
         self._pipelined_run = 0
@@ -418,9 +423,11 @@ class Planner(Generic[P]):
         self._short: tuple[int, int] | None = None
         self._confirming = False
         self._first_full = False  # page 1 came back full at the size asked
+        if max_items is not None and self._yielded >= max_items:
+            self.finished = True  # nothing left to hand out (a resume past max_items)
         if not self.finished:
             self._pump()
-            if prefetch > 0 and self._epoch is None and self._probe is None:
+            if prefetch > 0 and self._probe is None and self._depth() > 0:
                 self._emit(1, 1, probe=True)
 
     def _window_ids(self, prefetch: int) -> int:
@@ -435,7 +442,15 @@ class Planner(Generic[P]):
         """No more batches will come (finished, stopped by ``max_pages``, or failed)."""
         if self.finished or self.failed_request is not None:
             return True
-        return not self._by_id and not self._out
+        if self._out:
+            return False
+        if (
+            self._at_max_pages()
+            and self._pages.get(self._delivered + 1) is None
+            and self._check is None
+        ):
+            return True  # max_pages spent and the next page not asked: nothing more can come
+        return not self._by_id
 
     @property
     def page_size(self) -> int:
@@ -457,7 +472,9 @@ class Planner(Generic[P]):
         self.prefetch = max(0, prefetch)
         self._seen.max_ids = max(self._seen.max_ids, self._window_ids(self.prefetch))
         if self.prefetch == 0:
-            self._pipelined = False
+            self._pipelined = self._repipeline = False
+        elif not self._pipelined and not self._repipeline and not self._fallback:
+            self._repipeline = True  # a fresh head probe first, as after a calm stretch
         self._pump()
 
     def finish(self) -> None:
@@ -489,6 +506,7 @@ class Planner(Generic[P]):
         slot.failed = True
         if slot is self._probe:
             self.failed_request = req_id
+        self._pump()
 
     def next_batch(self) -> Batch[P] | None:
         """The next page to hand out, or ``None`` until more answers arrive.
@@ -598,6 +616,9 @@ class Planner(Generic[P]):
             and self._check is None
         )
 
+    def _at_max_pages(self) -> bool:
+        return self.max_pages is not None and self._page_requests >= self.max_pages
+
     def _depth(self) -> int:
         """Page requests to keep in flight now."""
         depth = 1 + (self.prefetch if self._pipelining() else 0)
@@ -619,7 +640,7 @@ class Planner(Generic[P]):
                 return  # nothing else goes out while it is in flight
             self._solo_slot = None
         if self._solo:
-            if self._by_id or self._probe is not None:
+            if self._by_id or self._probe is not None or self._at_max_pages():
                 return
             self._solo = False
             page_num = max(self._next_emit, self._delivered + 1)
@@ -634,7 +655,7 @@ class Planner(Generic[P]):
         end_at: int | None = None
         for p, s in self._pages.items():
             if s.answer is None:
-                in_flight += 1
+                in_flight += not s.failed
             elif s.answer.n_entries == 0 and (end_at is None or p < end_at):
                 end_at = p
         buffered = len(self._pages) - in_flight
@@ -642,7 +663,7 @@ class Planner(Generic[P]):
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
         while in_flight < depth and (buffered < 4 * depth if pipelining else not buffered):
-            if self.max_pages is not None and self._page_requests >= self.max_pages:
+            if self._at_max_pages():
                 break
             page_num = max(self._next_emit, self._delivered + 1)
             if page_num in self._pages or (end_at is not None and page_num > end_at):
@@ -773,13 +794,10 @@ class Planner(Generic[P]):
             return "accept"
         if anchor[-1] in answer.ids or self._seen.any_of(answer.ids):
             return "accept"
-        if self._tight(slot, last):
+        if self._adjacent(slot):
             return "accept"
-        if last.lo is not None:
-            if slot.hi is None:
-                return "wait"
-            if last.lo == slot.hi:
-                return "accept"
+        if last.lo is not None and slot.hi is None:
+            return "wait"  # the next head probe may show that nothing arrived
         return "lost"
 
     @staticmethod
@@ -827,23 +845,19 @@ class Planner(Generic[P]):
         self._solo = True
         self._stop_pipelining()
 
-    def _drift(self, n: int, *, solo: bool = False) -> None:
-        """Works arrived while page ``n`` was in flight with the page above: ask it again
-        (with ``solo``, with no other request in flight)."""
+    def _drift(self, n: int) -> None:
+        """Works arrived while page ``n`` was in flight with the page above: ask it again."""
         self._arrivals_seen = self._delivered
         self.stats.drift_events += 1
         self.stats.refetches += 1
         log.debug("page %d may hide works (answered out of order): asking it again", n)
-        if solo:
-            self._cancel_all()
-            self._solo = True
-        else:
-            self._cancel_pages(n)
+        self._cancel_pages(n)
         self._next_emit = self._refetch_page = n
         self._stop_pipelining()
 
     def _stop_pipelining(self) -> None:
         """One page at a time for a calm stretch (longer after each pipelining cut short)."""
+        self._fallback = True
         if self._pipelined:
             self._pipelined = False
             self._calm = 0
@@ -873,7 +887,7 @@ class Planner(Generic[P]):
                     # is never served). The next page at the size served tells them apart.
                     self._resize(short_entries, short_page, confirm=True)
                     return None
-            elif list(ids) != list(self._last_ids) and any(i not in seen for i in ids):
+            elif any(i not in seen for i in ids):
                 self._resize(short_entries, short_page, confirm=False)
                 return None
             elif self._searching:
@@ -886,7 +900,7 @@ class Planner(Generic[P]):
             # page 1 (or only new works) are the rest of a capped page 1; page 1 again is
             # a server repeating the last page past the end.
             self._confirming = False
-            if list(ids) == list(self._last_ids):
+            if ids and list(ids) == list(self._last_ids):
                 self._repeated(n)
                 return None
             tail = list(ids)
@@ -1026,6 +1040,7 @@ class Planner(Generic[P]):
                 # A fresh probe first, so that the pages sent next can be vouched for.
                 self._calm = 0
                 self._repipeline = True
+                self._fallback = False
 
         self._delivered = n
         self._last = slot
@@ -1065,6 +1080,7 @@ class Planner(Generic[P]):
         self._cancel_all()
         self.size = self.stats.page_size = entries
         self.size_proven = False
+        self._tail = entries
         if short_page == 1:
             # Page 1 is the same at either size: carry on with page 2 at the size served.
             self._confirming = confirm
@@ -1088,6 +1104,9 @@ class Planner(Generic[P]):
 
     def _repeated(self, n: int) -> None:
         """Page ``n`` holds exactly the works of page ``n - 1``."""
+        if n <= 1:  # nothing above to compare with (a walk read back to page 1)
+            self._at_end(n)
+            return
         if self._last_entries < self.size and self.size_proven:
             # A short page served again: the list ends there whatever else happened (unless
             # the server caps the page size: then it is checked like a full page).
@@ -1108,6 +1127,11 @@ class Planner(Generic[P]):
         check = self._check
         assert check is not None
         if check.above is None:
+            if self.max_pages is not None and self._page_requests + 2 > self.max_pages:
+                # No room left to tell: the walk stops here, as max_pages says.
+                self._check = None
+                self._cancel_all()
+                return
             if self._epoch is None:
                 if self._probe is None:
                     self._emit(1, 1, probe=True)
@@ -1160,3 +1184,54 @@ class Planner(Generic[P]):
             return True
         self._rewind(check.page_num - 1)
         return True
+
+
+class AutoPrefetch:
+    """Picks a walk's prefetch depth from what it observes (``prefetch="auto"``); no I/O.
+
+    Latency it cannot hide (answers faster than ``min_latency``) means no prefetch: deeper only
+    adds work. Otherwise it goes straight to ``max_prefetch`` while no request has had to be
+    retried; a retried request (a 429, a 5xx, a network failure) halves the depth and sets a
+    threshold at the new depth, and from there it grows like a TCP window: doubling every
+    round of answers up to the threshold, then by one per round. It never exceeds
+    ``max_prefetch``, so an account at capacity never sees its load multiplied.
+
+    Args:
+        max_prefetch: The deepest it goes.
+        min_latency: Seconds per request below which prefetch cannot pay.
+    """
+
+    __slots__ = ("_clean", "_ewma", "depth", "max_prefetch", "min_latency", "threshold")
+
+    def __init__(self, max_prefetch: int = 8, min_latency: float = 0.01) -> None:
+        self.max_prefetch = max_prefetch
+        self.min_latency = min_latency
+        self.depth = 0
+        self.threshold = max_prefetch
+        self._ewma: float | None = None
+        self._clean = 0
+
+    def observe(self, seconds: float, retried: bool) -> int:
+        """One answer: how long its request took, and whether a retry happened meanwhile.
+        Returns the depth to use from now on."""
+        if retried:
+            self.threshold = max(1, self.depth // 2)
+            self.depth //= 2
+            self._clean = 0
+            return self.depth
+        ewma = self._ewma
+        self._ewma = seconds if ewma is None else 0.7 * ewma + 0.3 * seconds
+        if self._ewma < self.min_latency:
+            self.depth = 0
+            self._clean = 0
+            return self.depth
+        if self.depth == 0 and self.threshold == self.max_prefetch:
+            # Latency to hide and no sign of a busy account yet: straight to the threshold.
+            self.depth = self.max_prefetch
+            return self.depth
+        self._clean += 1
+        if self._clean >= self.depth + 1:  # a round of answers at this depth
+            self._clean = 0
+            grown = max(1, 2 * self.depth) if self.depth < self.threshold else self.depth + 1
+            self.depth = min(self.max_prefetch, grown)
+        return self.depth

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -676,8 +676,9 @@ class KlingSession:
         max_items: int | None = None,
         max_pages: int | None = None,
         since: datetime | int | None = None,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = 0,
         max_stale_pages: int = 3,
+        max_prefetch: int = 8,
         raw: bool = False,
         resume: WalkCheckpoint | None = None,
     ) -> Walk:
@@ -700,6 +701,7 @@ class KlingSession:
             since=since,
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
+            max_prefetch=max_prefetch,
             raw=raw,
             resume=resume,
         )
@@ -714,8 +716,9 @@ class KlingSession:
         max_items: int | None = None,
         max_pages: int | None = None,
         since: datetime | int | None = None,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = 0,
         max_stale_pages: int = 3,
+        max_prefetch: int = 8,
     ) -> AsyncIterator[AssetsPage]:
         """Yield each page from ``start_page`` until a page comes back with an empty history.
 
@@ -731,6 +734,7 @@ class KlingSession:
             since=since,
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
+            max_prefetch=max_prefetch,
         )
         # One pool for the whole walk when outside `async with`.
         async with self._pool(), aclosing(walk.__aiter__()) as batches:
@@ -747,8 +751,9 @@ class KlingSession:
         max_items: int | None = None,
         max_pages: int | None = None,
         since: datetime | int | None = None,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = 0,
         max_stale_pages: int = 3,
+        max_prefetch: int = 8,
     ) -> AsyncIterator[Work]:
         """Yield every work of the library, newest first, each at most once.
 
@@ -768,7 +773,8 @@ class KlingSession:
                 stops at the first page that reaches older works.
             prefetch: Pages to keep requested ahead of the one being consumed (see the README:
                 0 by default, the gentlest on a rate-limited account; with more, head probes
-                prove the order the pages were served in).
+                prove the order the pages were served in), or ``"auto"``: picked from the
+                latency observed, halved on a 429 or 5xx, never above ``max_prefetch``.
             max_stale_pages: Raise :class:`~kling_async.WalkStalledError` after this many
                 pages in a row bring nothing new and reach no further down the list (a
                 server ignoring ``pageNum``, or arrivals of a page or more per request).
@@ -787,6 +793,7 @@ class KlingSession:
             since=since,
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
+            max_prefetch=max_prefetch,
         )
         # One pool for the whole walk when outside `async with`.
         async with self._pool(), aclosing(walk.__aiter__()) as batches:

@@ -2,10 +2,10 @@
 
 Everything that walks pages (``iter_pages``, ``iter_works``, ``watch_works``, the export)
 goes through :class:`Walk`. The planner decides which pages to ask, which answers to trust
-and what to yield; this module only sends its requests (each a task, up to ``prefetch + 1``
-pages and a head probe in flight), decodes each answer once, feeds it back in the order it
-arrives, and hands the planner's batches to the consumer. One backoff state is shared by
-all the requests of a walk. The server's ``currentTimestamp`` is never read.
+and what to yield; this module only sends its requests (each a task: usually up to
+``prefetch + 1`` pages and a head probe in flight, two pages when a repeated page is
+checked), decodes each answer, feeds it back in the order it arrives, and hands the
+planner's batches to the consumer. The server's ``currentTimestamp`` is never read.
 """
 
 from __future__ import annotations
@@ -14,16 +14,25 @@ import asyncio
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncGenerator, Hashable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
 from . import _http
 from ._lenient import DriftReport, FieldPath, decode_lenient, format_path, parse_path
-from ._planner import Answer, Batch, Planner, PlanRequest, WalkCheckpoint, WalkStats
-from .errors import DecodeError
+from ._planner import (
+    Answer,
+    AutoPrefetch,
+    Batch,
+    Planner,
+    PlanRequest,
+    WalkCheckpoint,
+    WalkStats,
+)
+from .errors import DecodeError, TransportError
 from .models import ASSETS_PAGE_DECODER, AssetsPage, DownloadInfo, Work
 
 if TYPE_CHECKING:
@@ -87,8 +96,10 @@ class Drift:
         self.stats = stats
         self._warned: set[str] = set()
 
-    def report(self, prefix: str, path: FieldPath, reason: str, kept: bool) -> None:
-        if self.stats is not None:
+    def report(
+        self, prefix: str, path: FieldPath, reason: str, kept: bool, *, count: bool = True
+    ) -> None:
+        if count and self.stats is not None:
             self.stats.drift_fields += 1
         # One line per field, whichever work or page it was found in.
         key = _INDEX.sub("[]", format_path(path, prefix))
@@ -115,7 +126,10 @@ def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage
     """
     report: DriftReport | None = None
     if drift is not None:
-        report = lambda path, reason, kept: drift.report("", path, reason, kept)  # noqa: E731
+        # Warned, not counted: the walk counted these fields in its works already.
+        report = lambda path, reason, kept: drift.report(  # noqa: E731
+            "", path, reason, kept, count=False
+        )
     try:
         return decode_lenient(
             body, ASSETS_PAGE_DECODER, AssetsPage, on_drift=report, required=(("history",),)
@@ -318,10 +332,11 @@ class Walk:
         max_items: int | None,
         max_pages: int | None,
         since: datetime | int | None,
-        prefetch: int,
+        prefetch: int | Literal["auto"],
         max_stale_pages: int,
         raw: bool,
         resume: WalkCheckpoint | None,
+        max_prefetch: int = 8,
         _full: bool = True,
     ) -> None:
         if resume is not None:
@@ -341,8 +356,18 @@ class Walk:
                 raise TypeError(f"{name} must be an int or None")
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        if isinstance(max_prefetch, bool) or not isinstance(max_prefetch, int):
+            raise TypeError(f"max_prefetch must be an int, got {max_prefetch!r}")
+        if max_prefetch < 0:
+            raise ValueError(f"max_prefetch must be >= 0, got {max_prefetch}")
+        self._auto: AutoPrefetch | None = None
+        if prefetch == "auto":
+            self._auto = AutoPrefetch(max_prefetch)
+            prefetch = 0
+        elif isinstance(prefetch, bool) or not isinstance(prefetch, int):
+            raise TypeError(f'prefetch must be an int or "auto", got {prefetch!r}')
+        elif prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         if isinstance(max_stale_pages, bool) or not isinstance(max_stale_pages, int):
             raise TypeError("max_stale_pages must be an int")
         if max_stale_pages < 1:
@@ -354,7 +379,6 @@ class Walk:
         self.max_items = max_items
         self.max_pages = max_pages
         self.since = resume.since if resume is not None else to_epoch_ms(since)
-        self.prefetch = prefetch
         self.raw = raw
         self._planner: Planner[_Fetched] = Planner(
             page_size=page_size,
@@ -393,10 +417,21 @@ class Walk:
         self._started = True
         return self._run()
 
+    @property
+    def prefetch(self) -> int:
+        """The prefetch depth in use (with ``prefetch="auto"``, the one picked so far)."""
+        return self._planner.prefetch
+
     async def _fetch(self, req: PlanRequest) -> Answer[_Fetched]:
         kling = self._kling
         params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
+        started, retries = time.monotonic(), self._retry.retries
         body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        auto = self._auto
+        if auto is not None and not req.probe:
+            depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
+            if depth != self._planner.prefetch:
+                self._planner.set_prefetch(depth)
         times = self.since is not None
         if self._full and not self.raw:
             # A page as documented, in one pass; any drift takes the path below.
@@ -429,6 +464,7 @@ class Walk:
     async def _run(self) -> AsyncGenerator[WorkPage, None]:
         planner = self._planner
         tasks: dict[int, asyncio.Task[Answer[_Fetched]]] = {}
+        cancelled: set[asyncio.Task[Answer[_Fetched]]] = set()
         errors: dict[int, BaseException] = {}
         stats = self.stats
 
@@ -441,6 +477,8 @@ class Walk:
                 task = tasks.pop(rid, None)
                 if task is not None:
                     task.cancel()
+                    cancelled.add(task)  # awaited at the end: no request outlives the walk
+            cancelled.difference_update([t for t in cancelled if t.done()])
             return sent
 
         try:
@@ -461,12 +499,20 @@ class Walk:
                 if planner.done:
                     return
                 if not tasks:
+                    if errors:  # a failure the planner had no use for: say what it was
+                        raise next(iter(errors.values()))
                     raise RuntimeError("kling_async walk planner waits for no request (a bug)")
                 await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
                 for rid, task in list(tasks.items()):
                     if not task.done():
                         continue
                     del tasks[rid]
+                    if task.cancelled():  # not by this walk (it pops what it cancels)
+                        errors[rid] = TransportError(
+                            "a page request was cancelled from outside the walk"
+                        )
+                        planner.receive_failure(rid)
+                        continue
                     exc = task.exception()
                     if exc is None:
                         planner.receive(rid, task.result())
@@ -474,7 +520,7 @@ class Walk:
                         errors[rid] = exc
                         planner.receive_failure(rid)
         finally:
-            pending = list(tasks.values())
+            pending = [*tasks.values(), *cancelled]
             for task in pending:
                 task.cancel()
             if pending:

@@ -56,6 +56,7 @@ kling-async {__version__}: the useapi.net Kling assets API from the command line
 
 commands:
   export        export every work to JSONL (lossless, resumable), optionally with media
+  sync          keep a browsable archive (SQLite + media) up to date; run it from cron
   watch         print each new work as a JSON line, or run a command for it (a bot)
   demo          run the export against the built-in fake API: no token, no network
   fake-server   run the built-in fake API (and CDN) for tests and demos
@@ -578,6 +579,12 @@ def run_demo(
     return 1 if failed else 0
 
 
+def _sync(argv: Sequence[str]) -> int:
+    from ._cli_sync import main as sync_main
+
+    return sync_main(argv)
+
+
 def _watch(argv: Sequence[str]) -> int:
     from ._cli_watch import main as watch_main
 
@@ -594,6 +601,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
     "export": _export,
     "fake-server": _fake_server,
+    "sync": _sync,
     "watch": _watch,
 }
 

@@ -120,3 +120,14 @@ def test_bench_export_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert [row[0] for row in rows] == list(bench_export.CONTENDERS)
     assert rows[0][3] == "1.00x" and rows[0][5] == "1.00x"
     assert len(verdicts(out)) == 2
+
+
+def test_bench_prefetch_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every fixed depth and "auto" at both latencies; one verdict per latency."""
+    from benchmarks import bench_prefetch
+
+    assert bench_prefetch.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [r[1] for r in rows] == [str(d) for d in bench_prefetch.DEPTHS] * 2
+    assert len(verdicts(out)) == 2

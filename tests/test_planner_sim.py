@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kling_async import ResumeError, WalkStalledError
-from kling_async._planner import Planner, WalkCheckpoint
+from kling_async._planner import Planner, PlanRequest, WalkCheckpoint
 
 from .walksim import Run, Schedule, Server, drive
 
@@ -203,3 +203,86 @@ def test_static_library_costs_few_extra_requests(prefetch: int) -> None:
     run = drive(planner, server, Schedule(rng, deliver_bias=0.3))
     assert run.yielded == list(range(1, 4001))
     assert run.requests <= 1.25 * 101
+
+
+def test_a_failed_page_is_reported_not_waited_for() -> None:
+    """A page that fails for good while the next one waits for its head probe: the planner
+    names the failed request once it is needed, instead of waiting for nothing."""
+    server = Server(tasks=[(i,) for i in range(1, 15)])
+    planner: Planner[list[int]] = Planner(page_size=2, prefetch=1)
+    sent: dict[int, tuple[int, int]] = {}
+    handed: list[int] = []
+
+    def flush() -> None:
+        for req in planner.take_requests():
+            sent[req.id] = (req.page_num, req.page_size)
+        planner.take_cancels()
+
+    def serve(rid: int) -> None:
+        planner.receive(rid, server.answer(*sent[rid]))
+        flush()
+        while (batch := planner.next_batch()) is not None:
+            handed.append(batch.page_num)
+            flush()
+        flush()
+
+    flush()
+    for rid in (1, 3, 4, 2, 5):
+        serve(rid)
+    planner.receive_failure(6)
+    answered = {1, 2, 3, 4, 5, 6}
+    serve(7)
+    answered.add(7)
+    while not planner.done:
+        waiting = sorted(set(sent) - answered)
+        assert waiting, "the planner waits for nothing"
+        answered.add(waiting[0])
+        serve(waiting[0])
+    assert planner.failed_request == 6  # page 6 is needed now: its error is the walk's
+    assert handed == [1, 2, 3, 4, 5]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), st.integers(1, 12))
+def test_max_pages_is_a_bound(world: dict[str, object], max_pages: int) -> None:
+    """max_pages bounds the page requests (head probes aside), whatever the server does."""
+    server, schedule, _, _ = setup(world)
+    planner: Planner[list[int]] = Planner(
+        page_size=world["size"],  # type: ignore[arg-type]
+        prefetch=world["prefetch"],  # type: ignore[arg-type]
+        max_pages=max_pages,
+    )
+    sizes: list[int] = []
+    original = planner.take_requests
+
+    def counted() -> list[PlanRequest]:
+        requests = original()
+        sizes.extend(0 if r.probe else 1 for r in requests)
+        return requests
+
+    planner.take_requests = counted  # type: ignore[method-assign]
+    with contextlib.suppress(WalkStalledError, ResumeError):
+        drive(planner, server, schedule)
+    assert sum(sizes) <= max_pages
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), st.lists(st.integers(0, 8), min_size=1, max_size=20))
+def test_depth_changes_mid_walk_keep_exactly_once(
+    world: dict[str, object], depths: list[int]
+) -> None:
+    """The depth changing after any batch (prefetch="auto"): exactly once all the same."""
+    server, schedule, before, planner = setup(world)
+    pending = list(depths)
+
+    def change(_: object) -> None:
+        if pending:
+            planner.set_prefetch(pending.pop(0))
+
+    try:
+        run = drive(planner, server, schedule, on_batch=change)
+    except WalkStalledError:
+        assert may_stall(world)
+        return
+    assert run.finished
+    assert_exactly_once(run.yielded, before)

@@ -60,9 +60,7 @@ async def test_a_capped_page_size_loses_nothing(
     offsets: str, prefetch: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A server serving 7 entries when 20 are asked: the walk adapts, warns once, loses none."""
-    async with FakeKlingServer(
-        tasks=120, seed=2, page_size_cap=7, cap_offsets=offsets
-    ) as server:
+    async with FakeKlingServer(tasks=120, seed=2, page_size_cap=7, cap_offsets=offsets) as server:
         before = all_ids(server)
         async with KlingSession(server.token, base_url=server.base_url, **FAST) as kling:  # type: ignore[arg-type]
             with caplog.at_level(logging.WARNING, logger="kling_async"):
@@ -120,5 +118,7 @@ async def test_resume_after_any_batch_with_many_arrivals(prefetch: int) -> None:
             checkpoint = WalkCheckpoint.from_json(saved)
             resumed = await walk_ids(server, prefetch, resume=checkpoint)
             assert_exactly_once(first + resumed, before)
-            pages = [p for p, n in zip(server.stats.pages, server.stats.page_sizes) if n > 1]
+            pages = [
+                p for p, n in zip(server.stats.pages, server.stats.page_sizes, strict=True) if n > 1
+            ]
             assert pages[0] == checkpoint.next_page == stop_after

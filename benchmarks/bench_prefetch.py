@@ -1,0 +1,124 @@
+"""``prefetch="auto"`` against every fixed depth, at several latencies.
+
+    python -m benchmarks.bench_prefetch [--quick]
+
+A static, pre-encoded server in a child process (``benchmarks._static_server``) serves a
+library of 8,000 tasks (201 pages of 40, the last one empty) after 0, 30, 100 and 300 ms per
+request. Each walk uses ``prefetch`` 0, 1, 2, 4, 6 or 8, or ``"auto"``. Targets: at 30, 100
+and 300 ms, ``"auto"`` reaches at least 90% of the speed of the best fixed depth; at ~0 ms it
+is not slower than ``prefetch=0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from kling_async import KlingSession
+
+from ._common import (
+    FakeServerProcess,
+    fmt_ratio,
+    machine_line,
+    markdown_table,
+    sigterm_as_exit,
+    verdict,
+)
+
+TOKEN = "bench-token"
+PAGE_SIZE = 40
+DEPTHS: tuple[int | Literal["auto"], ...] = (0, 1, 2, 4, 6, 8, "auto")
+
+
+async def walk_once(base_url: str, prefetch: int | Literal["auto"]) -> tuple[float, int, int]:
+    """Seconds, requests and the depth in use at the end."""
+    start = time.perf_counter()
+    async with KlingSession(TOKEN, base_url=base_url) as kling:
+        walk = kling.walk(page_size=PAGE_SIZE, prefetch=prefetch)
+        async for _ in walk:
+            pass
+    return time.perf_counter() - start, walk.stats.requests, walk.prefetch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_prefetch", description=__doc__
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
+    args = parser.parse_args(argv)
+    tasks, latencies = (120, (0.0, 0.01)) if args.quick else (8_000, (0.0, 0.03, 0.1, 0.3))
+    print(machine_line())
+    print(
+        f"Walk {tasks:,} tasks (pageSize={PAGE_SIZE}) from a static server in a child process; "
+        "'x best' = its speed / the fastest fixed depth's.\n",
+        flush=True,
+    )
+    results: dict[tuple[float, int | str], tuple[float, int, int]] = {}
+    try:
+        with sigterm_as_exit():
+            for latency in latencies:
+                with FakeServerProcess(
+                    tasks=tasks, token=TOKEN, latency=latency, static=True
+                ) as server:
+                    asyncio.run(walk_once(server.base_url, 0))  # warm-up
+                    for depth in DEPTHS:
+                        results[(latency, depth)] = asyncio.run(walk_once(server.base_url, depth))
+    except KeyboardInterrupt:
+        print("interrupted; the server was stopped", file=sys.stderr)
+        return 130
+    rows: list[list[str]] = []
+    checks: list[tuple[str, bool, str]] = []
+    for latency in latencies:
+        fixed = [results[(latency, d)][0] for d in DEPTHS if d != "auto"]
+        best = min(fixed)
+        for depth in DEPTHS:
+            seconds, requests, final = results[(latency, depth)]
+            rows.append(
+                [
+                    f"{latency * 1000:g} ms",
+                    str(depth),
+                    f"{seconds:.2f}",
+                    str(requests),
+                    str(final),
+                    fmt_ratio(best / seconds),
+                ]
+            )
+        auto = results[(latency, "auto")][0]
+        if latency < 0.005:
+            p0 = results[(latency, 0)][0]
+            got = p0 / auto
+            checks.append(
+                (
+                    f"auto not slower than prefetch=0 at {latency * 1000:g} ms",
+                    got >= 1.0,
+                    fmt_ratio(got),
+                )
+            )
+        else:
+            got = best / auto
+            checks.append(
+                (
+                    f"auto ≥ 0.9x the best fixed depth at {latency * 1000:g} ms",
+                    got >= 0.9,
+                    fmt_ratio(got),
+                )
+            )
+    print(
+        markdown_table(
+            ["latency", "prefetch", "s", "requests", "depth at the end", "x best"], rows, "lrrrrr"
+        )
+    )
+    print()
+    if args.quick:
+        print("- (--quick: sizes too small for the verdicts below to mean anything)")
+    for text, ok, detail in checks:
+        print(f"- {verdict(ok)}: {text}: {detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
