@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Literal
 
 from ._retry import DEFAULT_MAX_RETRY_AFTER
 
-__all__ = ["add_session_arguments", "seconds"]
+__all__ = ["PREFETCH_HELP", "add_session_arguments", "prefetch", "seconds"]
+
+PREFETCH_HELP = (
+    "pages requested ahead: an int, or auto (the default): none while the API answers within "
+    "10 ms, up to 8 otherwise, halved on a 429 or 5xx; 0 asks only what is needed"
+)
+
+
+def prefetch(text: str) -> int | Literal["auto"]:
+    """An argparse type: ``auto`` or an int >= 0."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not auto or an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be auto or >= 0, got {value}")
+    return value
 
 
 def seconds(text: str) -> float:
