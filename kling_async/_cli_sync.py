@@ -11,7 +11,8 @@ import sqlite3
 from collections.abc import Sequence
 
 from ._args import OneLineParser
-from ._cli_common import add_session_arguments
+from ._cli_common import PREFETCH_HELP, add_session_arguments
+from ._cli_common import prefetch as prefetch_arg
 from ._download import DEFAULT_MIN_RATE
 from ._http import one_line, redact_text, secret_forms
 from ._progress import Progress, format_bytes
@@ -127,10 +128,10 @@ def sync_parser() -> OneLineParser:
     )
     what.add_argument(
         "--prefetch",
-        type=_non_negative_int,
-        default=2,
-        metavar="N",
-        help="pages requested ahead (default: 2); 0 asks only what is needed",
+        type=prefetch_arg,
+        default="auto",
+        metavar="N|auto",
+        help=PREFETCH_HELP,
     )
     what.add_argument(
         "--pending-max-age",

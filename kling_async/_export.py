@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, BinaryIO, Final
+from typing import Annotated, BinaryIO, Final, Literal
 
 import msgspec
 
@@ -146,7 +146,7 @@ class ExportConfig:
     page_size: int | None = None
     since: int | None = None
     max_items: int | None = None
-    prefetch: int = 2
+    prefetch: int | Literal["auto"] = "auto"
     resume: bool = False
     force: bool = False
     download_dir: str | None = None

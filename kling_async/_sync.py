@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -90,7 +90,7 @@ class SyncConfig:
     email: str | None = None
     content_type: str | None = None
     page_size: int = 40
-    prefetch: int = 2
+    prefetch: int | Literal["auto"] = "auto"
     file_types: list[str] | None = None
     jobs: int = 4
     media: bool = True

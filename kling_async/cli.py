@@ -18,7 +18,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ._args import OneLineParser
-from ._cli_common import Terminated, add_session_arguments, resume_hint, run_main
+from ._cli_common import (
+    PREFETCH_HELP,
+    Terminated,
+    add_session_arguments,
+    resume_hint,
+    run_main,
+)
+from ._cli_common import prefetch as prefetch_arg
 from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS
 from ._export import (
     ExportConfig,
@@ -268,11 +275,10 @@ def export_parser() -> OneLineParser:
     )
     what.add_argument(
         "--prefetch",
-        type=_non_negative_int,
-        default=2,
-        metavar="N",
-        help="pages requested ahead of the one being written (default: 2): overlaps the "
-        "latency of requests; 0 is gentlest on a rate-limited account",
+        type=prefetch_arg,
+        default="auto",
+        metavar="N|auto",
+        help=PREFETCH_HELP,
     )
     run = parser.add_argument_group("resuming")
     run.add_argument(

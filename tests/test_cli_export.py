@@ -460,7 +460,7 @@ def test_help_and_dispatcher(capsys: pytest.CaptureFixture[str]) -> None:
     assert "export" in usage and "demo" in usage and "fake-server" in usage
     assert cli.main(["export", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--resume" in text and "A deletion" in text and "overlaps the latency" in text
+    assert "--resume" in text and "A deletion" in text and "halved on a 429" in text
 
 
 # -- progress ---------------------------------------------------------------------------------
