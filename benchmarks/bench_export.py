@@ -10,7 +10,7 @@ contender is a process of its own, timed wall to wall, its CPU (user + sys) read
 * **naive script**: one ``aiohttp.ClientSession``, ``pageNum`` 1, 2, ... (same page size),
   each page decoded once into ``msgspec.Raw`` per work, those bytes written as lines, then
   flush and ``fsync`` after every page (``python -m benchmarks.bench_export --naive ...``);
-* ``kling-async export`` with its defaults (``--prefetch 2``, ``--commit-interval 1``);
+* ``kling-async export`` with its defaults (``--prefetch auto``, ``--commit-interval 1``);
 * ``kling-async export --commit-interval 0``: a commit (3 fsyncs and a rename) after every
   page, as before group commit (for information).
 
