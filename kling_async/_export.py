@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, BinaryIO, Final, Literal
+from typing import Annotated, BinaryIO, Final, Literal, Protocol
 
 import msgspec
 
@@ -431,10 +431,32 @@ def _check_tail(out: Path, length: int) -> None:
             )
 
 
-def _session(config: ExportConfig, email: str | None, base_url: str) -> KlingSession:
+class SessionSettings(Protocol):
+    """The command-line settings a command's own session is made from."""
+
+    token: str | None
+    timeout: float
+    max_retries: int
+    backoff_base: float
+    min_request_interval: float
+    max_retry_after: float
+    proxy: str | None
+
+
+def api_session(
+    config: SessionSettings,
+    email: str | None,
+    base_url: str,
+    usage_error: type[Exception] = ExportUsageError,
+) -> KlingSession:
+    """The session a command makes from its settings (export, sync).
+
+    Raises:
+        usage_error: No token, or a setting the session refuses (exit status 2).
+    """
     token = config.token or os.environ.get("USEAPI_TOKEN") or None
     if not token:
-        raise ExportUsageError("no API token: pass --token or set USEAPI_TOKEN")
+        raise usage_error("no API token: pass --token or set USEAPI_TOKEN")
     try:
         return KlingSession(
             token,
@@ -448,7 +470,23 @@ def _session(config: ExportConfig, email: str | None, base_url: str) -> KlingSes
             proxy=config.proxy,
         )
     except ValueError as exc:
-        raise ExportUsageError(str(exc)) from None
+        raise usage_error(str(exc)) from None
+
+
+class FailureReport:
+    """Reports download failures one line each, the first few: a broken CDN could fail every
+    work, and past a few lines only the summary counts them."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.reported = 0
+
+    def __call__(self, message: str) -> None:
+        self.reported += 1
+        if self.reported <= MAX_REPORTED_FAILURES:
+            self.progress.error(f"{self.progress.prefix}: {message}")
+        elif self.reported == MAX_REPORTED_FAILURES + 1:
+            self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
 
 
 async def run_export(
@@ -508,7 +546,7 @@ async def _run_export(
         return result
     if kling is not None:
         return await _Export(config, kling, progress, out, state, options, result).run()
-    own = _session(config, options.email, options.base_url)
+    own = api_session(config, options.email, options.base_url)
     own._add_announcer(progress.waiting)
     async with own:
         return await _Export(config, own, progress, out, state, options, result).run()
@@ -599,7 +637,7 @@ class _Export:
         self.downloader: Downloader | None = None
         self.pages = 0
         self.retries = 0
-        self.reported = 0
+        self._report = FailureReport(progress)
         self.out_bytes = 0  # length of OUT: whole lines, all covered by the walk's checkpoint
         self.commits = 0
 
@@ -613,14 +651,6 @@ class _Export:
             nbytes=dl.stats.bytes if dl is not None else None,
             force=force,
         )
-
-    def _report(self, message: str) -> None:
-        # A broken CDN could fail every work: past a few lines, only the summary counts them.
-        self.reported += 1
-        if self.reported <= MAX_REPORTED_FAILURES:
-            self.progress.error(f"{self.progress.prefix}: {message}")
-        elif self.reported == MAX_REPORTED_FAILURES + 1:
-            self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
 
     def _make_walk(self) -> Walk:
         options, state = self.options, self.state
@@ -895,7 +925,7 @@ async def run_export_all(
     directory = Path(config.out)
     _check_directory(directory)
     base_url = config.base_url or DEFAULT_BASE_URL
-    kling = _session(config, None, base_url)
+    kling = api_session(config, None, base_url)
     kling._add_announcer(progress.waiting)
     outcome = AllAccountsResult(directory=str(directory))
     async with kling:

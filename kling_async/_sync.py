@@ -44,6 +44,7 @@ import msgspec
 
 from ._archive import ARCHIVE_NAME, Archive, ArchiveError, MediaRow, WorkRow
 from ._download import DEFAULT_MIN_RATE, FILE_EXTENSIONS, Downloader, DownloadJob, DownloadStats
+from ._export import FailureReport, api_session
 from ._files import LockedError, atomic_write, exclusive_lock, fsync_dir
 from ._http import DEFAULT_BASE_URL, env_base_url, normalize_base_url
 from ._progress import Progress
@@ -72,7 +73,6 @@ STAGING: Final = ".sync-tmp"
 LOCK_NAME: Final = ARCHIVE_NAME + ".lock"
 #: Names listed by a dry run.
 DRY_RUN_NAMES: Final = 5
-MAX_REPORTED_FAILURES: Final = 20
 _WORK_DECODER: Final = msgspec.json.Decoder(Work)
 
 
@@ -328,7 +328,7 @@ class _SyncRun:
         self.result.dry_run = config.dry_run
         self.downloader: _ArchiveDownloader | None = None
         self.works: dict[int, tuple[Work, str]] = {}
-        self.reported = 0
+        self.report = FailureReport(progress)
         # Dry run: what this run would have written, kept in memory.
         self._seen: dict[int, Work] = {}
         self._pages = 0
@@ -459,13 +459,6 @@ class _SyncRun:
         )
 
     # -- media ---------------------------------------------------------------------------
-
-    def report(self, message: str) -> None:
-        self.reported += 1
-        if self.reported <= MAX_REPORTED_FAILURES:
-            self.progress.error(f"{self.progress.prefix}: {message}")
-        elif self.reported == MAX_REPORTED_FAILURES + 1:
-            self.progress.error(f"{self.progress.prefix}: more download failures; counting only")
 
     def _todo(self) -> list[int]:
         """Finished works without media, newest first (in a dry run, as if saved)."""
@@ -617,25 +610,12 @@ class _SyncRun:
 
 
 def _session(config: SyncConfig, email: str | None) -> KlingSession:
-    token = config.token or os.environ.get("USEAPI_TOKEN") or None
-    if not token:
-        raise SyncUsageError("no API token: pass --token or set USEAPI_TOKEN")
     base_url = config.base_url or env_base_url() or DEFAULT_BASE_URL
     try:
         normalize_base_url(base_url)
-        return KlingSession(
-            token,
-            email=email,
-            base_url=base_url,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
-            backoff_base=config.backoff_base,
-            min_request_interval=config.min_request_interval,
-            max_retry_after=config.max_retry_after,
-            proxy=config.proxy,
-        )
     except ValueError as exc:
         raise SyncUsageError(str(exc)) from None
+    return api_session(config, email, base_url, SyncUsageError)
 
 
 def _check(config: SyncConfig) -> PathTemplate:
