@@ -245,6 +245,7 @@ class _Slot(Generic[P]):
         "refetch",
         "req",
         "solo",
+        "wave",
     )
 
     def __init__(self, req: PlanRequest, emit_seq: int, lo: int | None) -> None:
@@ -259,6 +260,7 @@ class _Slot(Generic[P]):
         self.failed = False
         self.solo = False  # sent with nothing else in flight, nothing else sent until answered
         self.refetch = False  # a page asked again
+        self.wave = 0  # answers received before it was sent: pages sent together share it
         self.covers: list[_Slot[P]] = []  # for a probe: the slots whose hi it decides
 
 
@@ -390,6 +392,7 @@ class Planner(Generic[P]):
         self._tail = self.size
         # Requests. _seq orders every send and receipt, the causal clock of the walk.
         self._seq = 0
+        self._received = 0
         self._next_id = 0
         self._by_id: dict[int, _Slot[P]] = {}
         self._pages: dict[int, _Slot[P]] = {}  # page_num -> its current request
@@ -488,6 +491,7 @@ class Planner(Generic[P]):
         if slot is None or self.finished:
             return
         self._seq += 1
+        self._received += 1
         slot.recv_seq = self._seq
         slot.answer = answer
         if slot is self._probe:
@@ -548,6 +552,7 @@ class Planner(Generic[P]):
         self._next_id += 1
         req = PlanRequest(self._next_id, page_num, size, probe)
         slot: _Slot[P] = _Slot(req, self._seq, self._epoch)
+        slot.wave = self._received
         alone = True
         for other in self._by_id.values():
             if other.answer is None and not other.failed:
@@ -690,9 +695,15 @@ class Planner(Generic[P]):
             # enough are waiting, or when waiting is all that is left to do.
             nxt = self._pages.get(self._delivered + 1)
             blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
+            # On probation (pipelining just began), fail fast if works arrive, but wait for
+            # the pages sent with the blocked one: one probe then vouches for them all.
+            probation = self._pipelined_run < 2 * depth and not any(
+                s.answer is None and not s.failed and nxt is not None and s.wave <= nxt.wave
+                for s in self._pages.values()
+            )
             if blocked and (
                 len(self._need_hi) >= 2 * depth
-                or self._pipelined_run < 2 * depth  # on probation: fail fast if works arrive
+                or probation
                 or in_flight == 0
                 or buffered >= 3 * depth
                 or not self._pipelining()
