@@ -486,8 +486,10 @@ class Walk:
                 if flush():
                     await asyncio.sleep(0)  # let the new requests go out before handing out
                 batch = planner.next_batch()
-                if self.prefetch and flush():
-                    await asyncio.sleep(0)  # pages ahead go out before the consumer gets this
+                # No await from here to the yield: checkpoint() already counts this batch, and
+                # a commit (or a cancellation) in between would see it before its consumer.
+                if self.prefetch:
+                    flush()  # pages ahead go out (when the consumer next awaits)
                 stats.requests, stats.retries = self._retry.requests, self._retry.retries
                 if batch is not None:
                     yield self._batch(batch)

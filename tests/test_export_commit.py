@@ -167,7 +167,10 @@ async def test_signals_commit_what_was_written(
     async with FakeKlingServer(tasks=400, token=TOKEN, seed=12, latency=0.02) as server:
         expected = expected_works(server.library, 20)
         proc = await spawn(
-            *export_args(server, str(out), "--page-size", "20"), "--commit-interval", "3600"
+            *export_args(server, str(out), "--page-size", "20"),
+            "--commit-interval",
+            "3600",
+            "-q",  # the signal's line alone (a progress line comes every 10 pages otherwise)
         )
         try:
             await wait_until(lambda: line_count(out) >= 60)

@@ -122,3 +122,65 @@ async def test_resume_after_any_batch_with_many_arrivals(prefetch: int) -> None:
                 p for p, n in zip(server.stats.pages, server.stats.page_sizes, strict=True) if n > 1
             ]
             assert pages[0] == checkpoint.next_page == stop_after
+
+
+@pytest.mark.parametrize("prefetch", [0, 2, 4])
+async def test_checkpoint_never_runs_ahead_of_the_consumer(prefetch: int) -> None:
+    """Read at any moment (a commit timer, a cancellation), the walk's checkpoint describes the
+    batches its consumer has received, never one it is about to get: a resume from it then
+    loses nothing."""
+    import asyncio
+
+    async with (
+        FakeKlingServer(tasks=300, seed=8, latency=0.002) as server,
+        KlingSession(server.token, base_url=server.base_url, **FAST) as kling,  # type: ignore[arg-type]
+    ):
+        walk = kling.walk(page_size=SIZE, prefetch=prefetch)
+        received: list[WalkCheckpoint] = [walk.checkpoint()]
+        samples: list[tuple[int, bytes]] = []
+        done = False
+
+        async def sample() -> None:
+            while not done:
+                samples.append((len(received), walk.checkpoint().to_json()))
+                await asyncio.sleep(0)
+
+        sampler = asyncio.create_task(sample())
+        async for _ in walk:
+            received.append(walk.checkpoint())
+        done = True
+        await sampler
+    assert len(samples) > len(received)
+    for count, seen in samples:
+        assert seen == received[count - 1].to_json()
+
+
+@pytest.mark.parametrize("prefetch", [0, 2, "auto"])
+async def test_checkpoint_after_a_cancelled_consumer_counts_only_what_it_got(
+    prefetch: int | str,
+) -> None:
+    """Cancel the consumer at any moment: the walk's checkpoint covers exactly the batches it
+    received (none half-handed), so a resume from it loses and repeats nothing."""
+    import asyncio
+    import random
+
+    rng = random.Random(3)
+    async with FakeKlingServer(tasks=240, seed=8, latency=0.005) as server:
+        before = all_ids(server)
+        for _ in range(6):
+            got: list[int] = []
+            async with KlingSession(server.token, base_url=server.base_url, **FAST) as kling:  # type: ignore[arg-type]
+                walk = kling.walk(page_size=SIZE, prefetch=prefetch)  # type: ignore[arg-type]
+
+                async def consume(walk: object = walk, got: list[int] = got) -> None:
+                    async for batch in walk:  # type: ignore[attr-defined]
+                        got.extend(w.work_id for w in batch.works)
+
+                task = asyncio.create_task(consume())
+                await asyncio.sleep(rng.uniform(0.0, 0.08))
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                checkpoint = walk.checkpoint()
+            resumed = await walk_ids(server, 0, resume=checkpoint)
+            assert_exactly_once(got + resumed, before)
