@@ -386,6 +386,7 @@ class Planner(Generic[P]):
             self._seen.add(recent)
         self._last: _Slot[P] | None = None  # the slot of the last page handed out
         self._last_ids: Sequence[int] = ()
+        self._last_set: frozenset[int] = frozenset()  # the same ids, for overlap tests
         self._last_entries = 0
         self._stale = 0
         self._loose = 0  # pages in a row that brought nothing, with other requests between
@@ -716,8 +717,7 @@ class Planner(Generic[P]):
     def _overlaps(self, answer: Answer[P]) -> bool:
         if not self._last_ids:
             return False
-        last = set(self._last_ids)
-        return not last.isdisjoint(answer.ids)
+        return not self._last_set.isdisjoint(answer.ids)
 
     def _progress(self, ids: Sequence[int], slot: _Slot[P]) -> bool:
         """Whether a page reaches further down the list than the page before.
@@ -732,8 +732,7 @@ class Planner(Generic[P]):
         for k, wid in enumerate(ids):
             if wid == tail:
                 return k < len(ids) - 1
-        previous = set(last_ids)
-        return previous.isdisjoint(ids) and self._adjacent(slot)
+        return self._last_set.isdisjoint(ids) and self._adjacent(slot)
 
     def _verdict(self, slot: _Slot[P]) -> str:
         """``accept``, ``wait`` or ``reject`` the next page: was it served after the last?"""
@@ -852,7 +851,7 @@ class Planner(Generic[P]):
         self._searching = True
         self._search_set = frozenset(self._anchor)
         self._last = None
-        self._last_ids = ()
+        self._last_ids, self._last_set = (), frozenset()
         self._solo = True
         self._stop_pipelining()
 
@@ -1055,7 +1054,7 @@ class Planner(Generic[P]):
 
         self._delivered = n
         self._last = slot
-        self._last_ids = ids
+        self._last_ids, self._last_set = ids, frozenset(ids)
         self._last_entries = entries
         self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
         self._yielded += len(keep)
@@ -1105,7 +1104,7 @@ class Planner(Generic[P]):
             self._delivered = short_page - 1
             self._next_emit = self._first_page = short_page
             self._last = None
-            self._last_ids = ()
+            self._last_ids, self._last_set = (), frozenset()
             if self._anchor:
                 self._searching = True
                 self._search_set = frozenset(self._anchor)
