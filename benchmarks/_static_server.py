@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+import msgspec
 from aiohttp import web
 
 from kling_async.testing._library import FakeLibrary
@@ -32,8 +33,11 @@ _PLACEHOLDER_BYTES = str(_PLACEHOLDER).encode()
 class StaticApi:
     """The assets endpoint over a fixed library, every page encoded once."""
 
-    def __init__(self, tasks: int, token: str, latency: float, clock: str) -> None:
+    def __init__(
+        self, tasks: int, token: str, latency: float, clock: str, one_work: bool = False
+    ) -> None:
         self.library = FakeLibrary(tasks, seed=0)
+        self.one_work = one_work
         self.token = token
         self.latency = latency
         self.clock = clock
@@ -74,12 +78,22 @@ class StaticApi:
                 body = self.library.page_bytes(page_num, page_size)
             else:
                 body = self.library.page_bytes(page_num, page_size, clock=clock)
+            if self.one_work:
+                body = _first_work_only(body)
             self._cache[key] = body
         return web.Response(body=self._stamp(body), content_type="application/json")
 
 
+def _first_work_only(body: bytes) -> bytes:
+    """The page with each task's first work only (image tasks hold four)."""
+    page = msgspec.json.decode(body)
+    for item in page.get("history") or []:
+        item["works"] = item.get("works", [])[:1]
+    return msgspec.json.encode(page)
+
+
 async def serve(args: argparse.Namespace) -> None:
-    api = StaticApi(args.tasks, args.token, args.latency, args.clock)
+    api = StaticApi(args.tasks, args.token, args.latency, args.clock, args.one_work)
     app = web.Application()
     for path in ("/v1/kling/assets", "/v1/kling/assets/"):
         app.router.add_get(path, api.assets)
@@ -107,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--clock", choices=CLOCK_MODES, default="library")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--one-work", action="store_true", help="one work per task")
     parser.add_argument("--seed", type=int, default=0, help="ignored (the library's is 0)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):

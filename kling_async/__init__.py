@@ -7,7 +7,7 @@
 The public surface is re-exported here; see ``__all__``.
 """
 
-from ._session import KlingSession
+from ._session import IterOptions, KlingSession, WalkOptions, WatchOptions
 from ._version import __version__
 from ._walk import Walk, WalkCheckpoint, WalkStats, WorkPage
 from ._watch import Watcher, WatchState
@@ -64,6 +64,7 @@ __all__ = [
     "DownloadLink",
     "FileType",
     "HistoryItem",
+    "IterOptions",
     "KlingError",
     "KlingSession",
     "Limitation",
@@ -88,8 +89,10 @@ __all__ = [
     "Walk",
     "WalkCheckpoint",
     "WalkError",
+    "WalkOptions",
     "WalkStalledError",
     "WalkStats",
+    "WatchOptions",
     "WatchState",
     "Watcher",
     "Work",

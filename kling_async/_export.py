@@ -652,7 +652,7 @@ class _Export:
             force=force,
         )
 
-    def _make_walk(self) -> Walk:
+    def _make_walk(self) -> Walk[Work]:
         options, state = self.options, self.state
         try:
             return Walk(
@@ -668,6 +668,7 @@ class _Export:
                 prefetch=self.config.prefetch,
                 max_stale_pages=3,
                 resume=state.walk if state is not None else None,
+                model=Work,
                 _full=False,  # lines are written as sent: decode only ids and download fields
             )
         except (ValueError, TypeError) as exc:
@@ -783,7 +784,7 @@ class _Export:
             commit.now(finished=True)
             self.commits = commit.count
 
-    async def _write_pages(self, walk: Walk, file: BinaryIO, commit: _Commit) -> None:
+    async def _write_pages(self, walk: Walk[Work], file: BinaryIO, commit: _Commit) -> None:
         """Write each page's lines, queue its downloads; commit about once per interval."""
         result = self.result
         limit = self.config.download_limit

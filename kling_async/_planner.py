@@ -28,7 +28,6 @@ simulation in ``tests/test_planner_sim.py`` checks the contract over generated s
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Final, Generic, TypeVar
 
@@ -265,38 +264,43 @@ class _Slot(Generic[P]):
 
 
 class _Window:
-    """The ids the walk saw last (up to ``max_ids``), with O(1) lookups.
+    """The ids the walk saw last (at least the last ``max_ids``), with O(1) lookups.
 
-    Ids seen again move to the back, so works still drifting across pages stay in; a page of
-    works already seen pushes nothing out.
+    Two generations of ``max_ids`` each: ids go to the young one, which, once full, becomes
+    the old one (and the old one is dropped), so every id seen in the last ``max_ids`` is
+    here and no more than twice that. Ids seen again go to the young generation, so works
+    still drifting across pages stay in; a page of works already seen pushes nothing out.
+    The usual page of new works costs a few C calls, not a Python step per id.
     """
 
-    __slots__ = ("_ids", "max_ids")
+    __slots__ = ("_new", "_old", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
-        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._new: dict[int, None] = {}
+        self._old: dict[int, None] = {}
 
     def __contains__(self, item: int) -> bool:
-        return item in self._ids
+        return item in self._new or item in self._old
 
     def any_of(self, ids: Iterable[int]) -> bool:
-        """Whether any of ``ids`` is here (a set operation: called for every work of a page)."""
-        return not self._ids.keys().isdisjoint(ids)
+        """Whether any of ``ids`` is here (set operations: called for every page)."""
+        return not (self._new.keys().isdisjoint(ids) and self._old.keys().isdisjoint(ids))
 
-    def add(self, ids: Sequence[int]) -> None:
-        known = self._ids
-        for i in ids:
-            if i in known:
-                known.move_to_end(i)
-            else:
-                known[i] = None
-        while len(known) > self.max_ids:
-            known.popitem(last=False)
+    def add(self, ids: Sequence[int], *, new: bool = False) -> None:
+        """Note ``ids`` as seen (``new``: the caller knows none of them is here yet)."""
+        young = self._new
+        if not new:
+            for i in ids:
+                young.pop(i, None)  # seen again: to the back
+        young.update(dict.fromkeys(ids))
+        if len(young) >= self.max_ids:
+            self._old, self._new = young, {}
 
     def ids(self) -> list[int]:
         """The ids, least recently seen first."""
-        return list(self._ids)
+        young = self._new
+        return [i for i in self._old if i not in young] + list(young)
 
 
 class _Check(Generic[P]):
@@ -501,6 +505,8 @@ class Planner(Generic[P]):
                 del self._by_id[req_id]  # a page 1 cancelled as a page, kept as a probe
         else:
             self._need_hi.append(slot)
+            if slot.req.page_num == self._delivered + 1 and self._check is None:
+                return  # the next page: next_batch() hands it out, then sends what follows
         self._pump()
 
     def receive_failure(self, req_id: int) -> None:
@@ -695,14 +701,15 @@ class Planner(Generic[P]):
             # One probe answers for every page received before it was sent: send one when
             # enough are waiting, or when waiting is all that is left to do.
             nxt = self._pages.get(self._delivered + 1)
-            blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
+            if nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
+                return  # not blocked
             # On probation (pipelining just began), fail fast if works arrive, but wait for
             # the pages sent with the blocked one: one probe then vouches for them all.
             probation = self._pipelined_run < 2 * depth and not any(
-                s.answer is None and not s.failed and nxt is not None and s.wave <= nxt.wave
+                s.answer is None and not s.failed and s.wave <= nxt.wave
                 for s in self._pages.values()
             )
-            if blocked and (
+            if (
                 len(self._need_hi) >= 2 * depth
                 or probation
                 or in_flight == 0
@@ -729,9 +736,8 @@ class Planner(Generic[P]):
         if not last_ids:
             return True
         tail = last_ids[-1]
-        for k, wid in enumerate(ids):
-            if wid == tail:
-                return k < len(ids) - 1
+        if tail in ids:
+            return ids.index(tail) < len(ids) - 1
         return self._last_set.isdisjoint(ids) and self._adjacent(slot)
 
     def _verdict(self, slot: _Slot[P]) -> str:
@@ -952,7 +958,9 @@ class Planner(Generic[P]):
         start = 0
         found = False
         anchor = self._anchor
-        if not self._searching and anchor and anchor[-1] not in ids and seen.any_of(ids):
+        id_set = frozenset(ids)
+        known = seen.any_of(id_set)  # any work of the page seen before
+        if not self._searching and anchor and anchor[-1] not in ids and known:
             # The page lies wholly above the last work handed out (works arrived and
             # pushed it down): everything above that work was handed out or arrived
             # since, so read on without yielding until it shows up again, one page at a
@@ -978,15 +986,19 @@ class Planner(Generic[P]):
                 log.debug("the walk found its place again on page %d", n)
             else:
                 start = len(ids)  # works above the place: handed out before, or arrivals
-        on_page: set[int] = set()
-        for i in range(start, len(ids)):
-            wid = ids[i]
-            if wid in seen or wid in on_page:
-                continue
-            on_page.add(wid)
-            keep.append(i)
+        fresh = len(id_set) == len(ids) and not known
+        if fresh:
+            keep = list(range(start, len(ids)))  # the usual page: nothing seen, no repeat
+        else:
+            on_page: set[int] = set()
+            for i in range(start, len(ids)):
+                wid = ids[i]
+                if wid in seen or wid in on_page:
+                    continue
+                on_page.add(wid)
+                keep.append(i)
         self.stats.duplicates += len(ids) - start - len(keep)
-        seen.add(ids)
+        seen.add(ids, new=fresh)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times
@@ -1031,7 +1043,7 @@ class Planner(Generic[P]):
         # the anchor, or nothing seen before (the stretch after it).
         if not self._searching and ids:
             end = keep[-1] + 1 if (self.finished and keep) else len(ids)
-            self._anchor = ids[:end]
+            self._anchor = ids[:end] if end < len(ids) else ids  # answers are never changed
             self._anchor_page = n
 
         if self._pipelining():
@@ -1054,7 +1066,7 @@ class Planner(Generic[P]):
 
         self._delivered = n
         self._last = slot
-        self._last_ids, self._last_set = ids, frozenset(ids)
+        self._last_ids, self._last_set = ids, id_set
         self._last_entries = entries
         self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
         self._yielded += len(keep)

@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 import aiohttp
 from yarl import URL
 
 from . import _http
 from ._retry import DEFAULT_MAX_RETRY_AFTER, Announcer, RequestGate, RetryState
-from ._walk import Drift, Walk, WalkCheckpoint, decode_page
+from ._walk import Drift, M, Walk, WalkCheckpoint, decode_page
 from ._watch import DEFAULT_MAX_BUFFER, Watcher, WatchState
 from .errors import (
     DecodeError,
@@ -36,7 +36,10 @@ from .models import (
     Work,
 )
 
-__all__ = ["KlingSession"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11 (3.10 is supported)
+
+__all__ = ["IterOptions", "KlingSession", "WalkOptions", "WatchOptions"]
 
 log = logging.getLogger("kling_async")
 
@@ -50,6 +53,47 @@ _CHUNK = 256 * 1024
 #: 5xx) or ``None`` for a network failure; ``attempt`` counts retries from 1; ``delay`` is the
 #: wait in seconds about to start.
 OnRetry = Callable[[int | None, int, float], None]
+
+
+class IterOptions(TypedDict, total=False):
+    """The arguments :meth:`KlingSession.iter_works` and :meth:`KlingSession.walk` share (for
+    the overloads that type ``model=``; the methods document them)."""
+
+    page_size: int
+    content_type: str | None
+    email: str | None
+    start_page: int
+    max_items: int | None
+    max_pages: int | None
+    since: datetime | int | None
+    prefetch: int | Literal["auto"]
+    max_stale_pages: int
+    max_prefetch: int
+
+
+class WalkOptions(IterOptions, total=False):
+    """The arguments of :meth:`KlingSession.walk` besides ``model``."""
+
+    raw: bool
+    resume: WalkCheckpoint | None
+
+
+class WatchOptions(TypedDict, total=False):
+    """The arguments of :meth:`KlingSession.watch_works` besides ``model``."""
+
+    interval: float
+    since: datetime | int | None
+    only_succeeded: bool
+    state: WatchState | None
+    page_size: int
+    content_type: str | None
+    email: str | None
+    max_backoff: float
+    max_pending: int
+    max_pending_age: float
+    max_buffer: int
+    max_polls: int | None
+    raw: bool
 
 
 class _Pool:
@@ -510,7 +554,11 @@ class KlingSession:
         length = resp.content_length
         if length is not None and length > cap:
             raise DecodeError(str(url), f"body of {length} bytes exceeds max_response_bytes={cap}")
-        # Always count what is read: Content-Length is the compressed size of a gzip body.
+        if length is not None and "Content-Encoding" not in resp.headers:
+            # Plain bytes of a known, allowed length (the usual page): read in one call;
+            # aiohttp reads no more than Content-Length.
+            return await resp.read()
+        # Else count what is read: Content-Length is the compressed size of a gzip body.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -666,6 +714,12 @@ class KlingSession:
         body, url = await self._get_bytes(self._download_url, params)
         return _http.decode(DOWNLOAD_LINK_DECODER, body, url=url)
 
+    @overload
+    def walk(self, *, model: None = None, **options: Unpack[WalkOptions]) -> Walk[Work]: ...
+
+    @overload
+    def walk(self, *, model: type[M], **options: Unpack[WalkOptions]) -> Walk[M]: ...
+
     def walk(
         self,
         *,
@@ -681,14 +735,15 @@ class KlingSession:
         max_prefetch: int = 8,
         raw: bool = False,
         resume: WalkCheckpoint | None = None,
-    ) -> Walk:
+        model: type[Any] | None = None,
+    ) -> Walk[Any]:
         """A page walk as an object: iterate it for :class:`WorkPage` batches, read its
         ``stats`` (pages, retries, duplicates, probes), take a ``checkpoint()`` to resume later
         and ``stop()`` it after the batch in hand.
 
-        :meth:`iter_works` and :meth:`iter_pages` are built on it; the arguments are theirs,
-        plus ``raw`` (also keep each work exactly as sent, as ``msgspec.Raw``) and ``resume``
-        (continue a walk from a :class:`WalkCheckpoint`).
+        :meth:`iter_works` and :meth:`iter_pages` are built on it; the arguments are theirs
+        (``model`` included), plus ``raw`` (also keep each work exactly as sent, as
+        ``msgspec.Raw``) and ``resume`` (continue a walk from a :class:`WalkCheckpoint`).
         """
         return Walk(
             self,
@@ -704,6 +759,7 @@ class KlingSession:
             max_prefetch=max_prefetch,
             raw=raw,
             resume=resume,
+            model=Work if model is None else model,
         )
 
     async def iter_pages(
@@ -741,7 +797,15 @@ class KlingSession:
             async for batch in batches:
                 yield batch.page
 
-    async def iter_works(
+    @overload
+    def iter_works(
+        self, *, model: None = None, **options: Unpack[IterOptions]
+    ) -> AsyncIterator[Work]: ...
+
+    @overload
+    def iter_works(self, *, model: type[M], **options: Unpack[IterOptions]) -> AsyncIterator[M]: ...
+
+    def iter_works(
         self,
         *,
         page_size: int = 40,
@@ -754,7 +818,8 @@ class KlingSession:
         prefetch: int | Literal["auto"] = 0,
         max_stale_pages: int = 3,
         max_prefetch: int = 8,
-    ) -> AsyncIterator[Work]:
+        model: type[Any] | None = None,
+    ) -> AsyncIterator[Any]:
         """Yield every work of the library, newest first, each at most once.
 
         Walks ``pageNum`` from ``start_page`` until a page comes back with an empty
@@ -778,15 +843,24 @@ class KlingSession:
             max_stale_pages: Raise :class:`~kling_async.WalkStalledError` after this many
                 pages in a row bring nothing new and reach no further down the list (a
                 server ignoring ``pageNum``, or arrivals of a page or more per request).
+            max_prefetch: The deepest ``prefetch="auto"`` may go.
+            model: Decode each work into this ``msgspec.Struct`` instead of :class:`Work`:
+                declared like it (``rename="camel"``), with any of its fields, same names and
+                types. Only those fields are decoded (faster, less memory); the walk reads the
+                ids it needs itself, so the model may leave them out.
 
         Raises:
-            ValueError: An argument out of range, before any request.
+            ValueError: An argument out of range, or a ``model`` with a field that is not
+                one of :class:`Work`'s (a typo, or no ``rename="camel"``), when called.
+            TypeError: An argument of the wrong type (``model`` not a Struct class), when
+                called.
             KlingError: As :meth:`get_assets`, at the page where it happened.
         """
-        walk = self.walk(
+        walk: Walk[Any] = Walk(
+            self,
             page_size=page_size,
             content_type=content_type,
-            email=email,
+            email=email if email is not None else self._email,
             start_page=start_page,
             max_items=max_items,
             max_pages=max_pages,
@@ -794,12 +868,27 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
             max_prefetch=max_prefetch,
+            raw=False,
+            resume=None,
+            model=Work if model is None else model,
         )
+        return self._works(walk)
+
+    async def _works(self, walk: Walk[M]) -> AsyncIterator[M]:
+        """The works of each batch: the one generator layer per work, the caller's."""
         # One pool for the whole walk when outside `async with`.
         async with self._pool(), aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 for work in batch.works:
                     yield work
+
+    @overload
+    def watch_works(
+        self, *, model: None = None, **options: Unpack[WatchOptions]
+    ) -> Watcher[Work]: ...
+
+    @overload
+    def watch_works(self, *, model: type[M], **options: Unpack[WatchOptions]) -> Watcher[M]: ...
 
     def watch_works(
         self,
@@ -817,7 +906,8 @@ class KlingSession:
         max_buffer: int = DEFAULT_MAX_BUFFER,
         max_polls: int | None = None,
         raw: bool = False,
-    ) -> Watcher:
+        model: type[Any] | None = None,
+    ) -> Watcher[Any]:
         """Poll for new works every ``interval`` seconds and yield each exactly once.
 
         Each poll walks from page 1 down to the works already known (offset drift is
@@ -847,6 +937,8 @@ class KlingSession:
                 bigger burst the oldest are yielded and the newest wait for the next poll.
             max_polls: Stop after this many polls (``1`` for a cron job); ``None`` runs on.
             raw: Also keep each work exactly as the API sent it, in ``watcher.last_raw``.
+            model: Decode each work into this ``msgspec.Struct`` instead of :class:`Work`
+                (see :meth:`iter_works`); the watcher reads ids, times and status itself.
 
         Returns:
             A :class:`Watcher`: an async iterator of :class:`Work` whose ``state`` is current
@@ -870,4 +962,5 @@ class KlingSession:
             max_buffer=max_buffer,
             max_polls=max_polls,
             raw=raw,
+            model=Work if model is None else model,
         )

@@ -384,7 +384,7 @@ class _SyncRun:
             newest=archive.newest_time(self.email),
         )
 
-    def _make_walk(self, resume: WalkCheckpoint | None) -> Walk:
+    def _make_walk(self, resume: WalkCheckpoint | None) -> Walk[Work]:
         config = self.config
         try:
             return self.kling.walk(

@@ -11,13 +11,14 @@ planner's batches to the consumer. The server's ``currentTimestamp`` is never re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
 import time
 from collections.abc import AsyncGenerator, Hashable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -39,9 +40,13 @@ if TYPE_CHECKING:
     from ._retry import RetryState
     from ._session import KlingSession
 
-__all__ = ["Walk", "WalkCheckpoint", "WalkStats", "WorkPage", "to_epoch_ms"]
+__all__ = ["M", "Walk", "WalkCheckpoint", "WalkStats", "WorkPage", "check_model", "to_epoch_ms"]
 
 log = logging.getLogger("kling_async")
+
+M = TypeVar("M", bound=msgspec.Struct)
+"""The Struct a walk decodes each work into: :class:`Work`, or the caller's ``model``."""
+T = TypeVar("T")
 
 
 class _RawItem(msgspec.Struct, gc=False):
@@ -55,19 +60,29 @@ class _RawPage(msgspec.Struct, gc=False):
     history: list[_RawItem] = msgspec.field(default_factory=list)
 
 
-class _WorksItem(msgspec.Struct, gc=False):
+class _WorksItem(msgspec.Struct, Generic[M], gc=False):
     """A history entry with its works decoded in the same pass (walks without ``raw``)."""
 
-    works: list[Work] = msgspec.field(default_factory=list)
+    works: list[M] = msgspec.field(default_factory=list)
     task: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
-class _WorksPage(msgspec.Struct, gc=False):
-    history: list[_WorksItem] = msgspec.field(default_factory=list)
+class _WorksPage(msgspec.Struct, Generic[M], gc=False):
+    history: list[_WorksItem[M]] = msgspec.field(default_factory=list)
+
+
+class _HeadsItem(msgspec.Struct, gc=False):
+    works: list[_WorkHead] = msgspec.field(default_factory=list)
+
+
+class _HeadsPage(msgspec.Struct, gc=False):
+    """What a walk reads of a page when the caller's model lacks a field it needs."""
+
+    history: list[_HeadsItem] = msgspec.field(default_factory=list)
 
 
 class _TaskId(msgspec.Struct, gc=False):
-    id: msgspec.Raw | None = None
+    id: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty: absent
 
 
 class _WorkHead(msgspec.Struct, rename="camel", gc=False):
@@ -81,10 +96,9 @@ class _WorkHead(msgspec.Struct, rename="camel", gc=False):
 
 
 _RAW_PAGE_DECODER: Final = msgspec.json.Decoder(_RawPage)
-_WORKS_PAGE_DECODER: Final = msgspec.json.Decoder(_WorksPage)
 _TASK_ID_DECODER: Final = msgspec.json.Decoder(_TaskId)
-_WORK_DECODER: Final = msgspec.json.Decoder(Work)
 _WORK_HEAD_DECODER: Final = msgspec.json.Decoder(_WorkHead)
+_HEADS_PAGE_DECODER: Final = msgspec.json.Decoder(_HeadsPage)
 #: The one field the walk cannot do without: it finds its place by work ids.
 _REQUIRED: Final = (("workId",),)
 
@@ -109,9 +123,9 @@ class Drift:
         outcome = "converted" if kept else "read as None"
         log.warning("schema drift at %s: %s; %s (reported once per walk)", key, reason, outcome)
 
-    def for_work(self, i: int, j: int) -> DriftReport:
+    def for_work(self, i: int, j: int, *, count: bool = True) -> DriftReport:
         prefix = f"history[{i}].works[{j}]"
-        return lambda path, reason, kept: self.report(prefix, path, reason, kept)
+        return lambda path, reason, kept: self.report(prefix, path, reason, kept, count=count)
 
 
 _INDEX: Final = re.compile(r"\[\d+\]")
@@ -140,29 +154,31 @@ def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage
         raise DecodeError(url, "JSON nested too deeply") from exc
 
 
-class WorkPage:
+class WorkPage(Generic[M]):
     """One page of a walk, as handed to the consumer.
 
     Attributes:
         page_num: The ``pageNum`` it was fetched with.
         works: The works of this page the walk yields: new ones (not handed out earlier in
-            the walk), inside ``since`` and ``max_items``, in page order. A field that arrived
-            with an unexpected type is converted where lossless, else None.
+            the walk), inside ``since`` and ``max_items``, in page order, decoded as the
+            walk's ``model`` (:class:`Work` by default). A field that arrived with an
+            unexpected type is converted where lossless, else None.
         raw_works: With ``raw=True``, each of ``works`` exactly as the API sent it (every
             field, camelCase keys, unknown fields included); else empty.
     """
 
-    __slots__ = ("_body", "_drift", "_page", "_url", "page_num", "raw_works", "works")
+    __slots__ = ("_body", "_drift", "_heads", "_page", "_url", "page_num", "raw_works", "works")
 
     def __init__(
         self,
         *,
         page_num: int,
-        works: list[Work],
+        works: list[M],
         raw_works: list[msgspec.Raw],
         body: bytes,
         url: str = "",
         drift: Drift | None = None,
+        heads: Sequence[Any] | None = None,
     ) -> None:
         self.page_num = page_num
         self.works = works
@@ -171,10 +187,14 @@ class WorkPage:
         self._url = url
         self._drift = drift
         self._page: AssetsPage | None = None
+        # What the walk read of each work (work_id, create_time, status): the works
+        # themselves unless the model lacks one of those fields.
+        self._heads: Sequence[Any] = works if heads is None else heads
 
     @property
     def page(self) -> AssetsPage:
-        """The whole page, as the API sent it (duplicates included); decoded on first use."""
+        """The whole page, as the API sent it (duplicates included); decoded on first use
+        (from the bytes kept, whatever the walk's ``model``)."""
         if self._page is None:
             self._page = decode_page(self._body, self._url, self._drift)
         return self._page
@@ -183,16 +203,25 @@ class WorkPage:
         return f"WorkPage(page_num={self.page_num}, works={len(self.works)})"
 
 
-class _Fetched:
-    """One answer: its body, each work as sent, and what was decoded of each work."""
+class _Fetched(Generic[M]):
+    """One answer: its body, each work as sent, each work decoded, and what the walk read of
+    each (``heads``: the works themselves when the model has the fields)."""
 
-    __slots__ = ("body", "raws", "url", "works")
+    __slots__ = ("body", "heads", "raws", "url", "works")
 
-    def __init__(self, body: bytes, url: str, raws: list[msgspec.Raw], works: list[Work]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        url: str,
+        raws: list[msgspec.Raw],
+        works: list[M],
+        heads: Sequence[Any],
+    ) -> None:
         self.body = body
         self.url = url
         self.raws = raws
         self.works = works
+        self.heads = heads
 
 
 def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None:
@@ -214,28 +243,93 @@ def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None
     return _http.check_epoch_ms(value, name)
 
 
+_WORK_WIRE_NAMES: Final = frozenset(f.encode_name for f in msgspec.structs.fields(Work))
+#: The fields a walk reads of every work, by attribute and wire name: the id always, the
+#: creation time with ``since`` (and for a watcher), the status for a watcher.
+_HEAD_FIELDS: Final = (("work_id", "workId"), ("create_time", "createTime"), ("status", "status"))
+
+
+def check_model(model: object) -> None:
+    """Refuse a ``model=`` the walk cannot decode works into, before any request.
+
+    Raises:
+        TypeError: Not a ``msgspec.Struct`` class.
+        ValueError: A field that is not one of :class:`Work`'s on the wire (a typo, or a
+            Struct without ``rename="camel"``: it would read None for every work), or a
+            Struct option that cannot decode a work (``array_like``, a tag,
+            ``forbid_unknown_fields``).
+    """
+    if not (isinstance(model, type) and issubclass(model, msgspec.Struct)):
+        raise TypeError(f"model must be a msgspec.Struct class declared like Work, got {model!r}")
+    config = model.__struct_config__
+    name = model.__name__
+    if config.array_like:
+        raise ValueError(f"model {name} is array_like: a work arrives as a JSON object")
+    if config.tag is not None:
+        raise ValueError(f"model {name} is a tagged Struct: a work carries no tag")
+    if config.forbid_unknown_fields:
+        raise ValueError(
+            f"model {name} forbids unknown fields: every work has more fields than it declares"
+        )
+    unknown = [
+        f"{field.name} (read as {field.encode_name!r})"
+        for field in msgspec.structs.fields(model)
+        if field.encode_name not in _WORK_WIRE_NAMES
+    ]
+    if unknown:
+        raise ValueError(
+            f"model {name}: {', '.join(unknown)} is not a field of Work on the wire; declare it"
+            ' like Work (rename="camel", the names of Work\'s fields)'
+        )
+
+
+class _Codec(Generic[M]):
+    """How a walk decodes works into ``model``: its decoders, and which of the fields the
+    walk reads (:data:`_HEAD_FIELDS`) the model has under the same names."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self.work_decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(model)
+        self.page_decoder: msgspec.json.Decoder[_WorksPage[M]] = msgspec.json.Decoder(
+            _WorksPage[model]  # type: ignore[valid-type]
+        )
+        fields = {f.name: f.encode_name for f in msgspec.structs.fields(model)}
+        self.has = frozenset(attr for attr, wire in _HEAD_FIELDS if fields.get(attr) == wire)
+        self.required: tuple[FieldPath, ...] = _REQUIRED if "work_id" in self.has else ()
+
+
+@functools.lru_cache(maxsize=64)
+def _codec(model: type[M]) -> _Codec[M]:
+    return _Codec(model)
+
+
+_WORK_CODEC: Final[_Codec[Work]] = _codec(Work)
+
+
 def _decode_works(
-    raw_page: _RawPage, url: str, drift: Drift, *, full: bool
-) -> tuple[list[msgspec.Raw], list[Work]]:
-    """Each work as sent, and decoded: in full, or (``full=False``, the export) only the
-    fields the walk and the downloader read."""
+    raw_page: _RawPage, url: str, drift: Drift, codec: _Codec[M] | None, *, heads: bool
+) -> tuple[list[msgspec.Raw], list[Any], Sequence[Any]]:
+    """Each work as sent, decoded as the model (``codec``; None for the export: only the
+    fields the walk and the downloader read, as a :class:`Work`), and what the walk reads of
+    each (decoded apart with ``heads``: the model lacks a field)."""
     raws = [raw for item in raw_page.history for raw in item.works]
+    works: list[Any]
     try:
         # The fast path, a page as documented: one strict decode per work, nothing else.
-        if full:
-            works = [_WORK_DECODER.decode(raw) for raw in raws]
-        else:
+        if codec is None:
             works = [_lite(_WORK_HEAD_DECODER.decode(raw)) for raw in raws]
+        else:
+            works = [codec.work_decoder.decode(raw) for raw in raws]
+        found: Sequence[Any] = [_WORK_HEAD_DECODER.decode(raw) for raw in raws] if heads else works
     except (msgspec.ValidationError, RecursionError):
-        works = _decode_drifted(raw_page, url, drift, full=full)
-    _check_ids(raw_page.history, works, url)
-    return raws, works
+        works, found = _decode_drifted(raw_page, url, drift, codec, heads=heads)
+    return raws, works, found
 
 
-def _check_ids(history: Sequence[_RawItem | _WorksItem], works: list[Work], url: str) -> None:
+def _check_ids(history: Sequence[Any], heads: Sequence[Any], url: str) -> None:
     """Every work has a workId: the walk finds its place by them."""
-    if any(work.work_id is None for work in works):
-        _, i, j = next(where for where in _places(history) if works[where[0]].work_id is None)
+    if any(head.work_id is None for head in heads):
+        _, i, j = next(where for where in _places(history) if heads[where[0]].work_id is None)
         raise DecodeError(url, f"history[{i}].works[{j}].workId is missing")
 
 
@@ -248,7 +342,7 @@ def _lite(head: _WorkHead) -> Work:
     )
 
 
-def _places(history: Sequence[_RawItem | _WorksItem]) -> Iterator[tuple[int, int, int]]:
+def _places(history: Sequence[Any]) -> Iterator[tuple[int, int, int]]:
     """(index among the page's works, history index, index in its entry) of each work."""
     k = 0
     for i, item in enumerate(history):
@@ -257,43 +351,61 @@ def _places(history: Sequence[_RawItem | _WorksItem]) -> Iterator[tuple[int, int
             k += 1
 
 
-def _decode_drifted(raw_page: _RawPage, url: str, drift: Drift, *, full: bool) -> list[Work]:
+def _lenient(
+    raw: msgspec.Raw,
+    decoder: msgspec.json.Decoder[T],
+    type_: type[T],
+    on_drift: DriftReport,
+    required: tuple[FieldPath, ...],
+    where: str,
+    url: str,
+) -> T:
+    """One work through :func:`decode_lenient`; what cannot be read is a DecodeError."""
+    try:
+        return decode_lenient(raw, decoder, type_, on_drift=on_drift, required=required)
+    except msgspec.ValidationError as exc:
+        parsed = parse_path(str(exc))
+        path = format_path(parsed[1], where) if parsed else ""
+        reason = parsed[0] if parsed else str(exc)
+        raise DecodeError(url, f"{path or where}: {reason}") from exc
+    except RecursionError as exc:
+        raise DecodeError(url, f"{where}: JSON nested too deeply") from exc
+
+
+def _decode_drifted(
+    raw_page: _RawPage, url: str, drift: Drift, codec: _Codec[M] | None, *, heads: bool
+) -> tuple[list[Any], Sequence[Any]]:
     """The slow path: each work through :func:`decode_lenient`, drift reported by path."""
-    works: list[Work] = []
+    works: list[Any] = []
+    found: list[Any] = []
     for _, i, j in _places(raw_page.history):
         raw = raw_page.history[i].works[j]
-        try:
-            if full:
-                work = decode_lenient(
-                    raw, _WORK_DECODER, Work, on_drift=drift.for_work(i, j), required=_REQUIRED
-                )
-            else:
-                work = _lite(
-                    decode_lenient(
-                        raw,
-                        _WORK_HEAD_DECODER,
-                        _WorkHead,
-                        on_drift=drift.for_work(i, j),
-                        required=_REQUIRED,
-                    )
-                )
-        except msgspec.ValidationError as exc:
-            parsed = parse_path(str(exc))
-            where = format_path(parsed[1], f"history[{i}].works[{j}]") if parsed else ""
-            reason = parsed[0] if parsed else str(exc)
-            raise DecodeError(url, f"{where or f'history[{i}].works[{j}]'}: {reason}") from exc
-        except RecursionError as exc:
-            raise DecodeError(url, f"history[{i}].works[{j}]: JSON nested too deeply") from exc
+        where = f"history[{i}].works[{j}]"
+        report = drift.for_work(i, j)
+        if codec is None:
+            work: Any = _lite(
+                _lenient(raw, _WORK_HEAD_DECODER, _WorkHead, report, _REQUIRED, where, url)
+            )
+        else:
+            work = _lenient(
+                raw, codec.work_decoder, codec.model, report, codec.required, where, url
+            )
         works.append(work)
-    return works
+        if heads:
+            # Warned about, not counted again: the fields the model has were counted above.
+            quiet = drift.for_work(i, j, count=False)
+            found.append(_lenient(raw, _WORK_HEAD_DECODER, _WorkHead, quiet, _REQUIRED, where, url))
+    return works, (found if heads else works)
 
 
 def _page_answer(
-    history: Sequence[_RawItem | _WorksItem], fetched: _Fetched, *, times: bool
-) -> Answer[_Fetched]:
+    history: Sequence[Any], fetched: _Fetched[Any], *, times: bool
+) -> Answer[_Fetched[Any]]:
     """What the planner reads of a page: entries, work ids, the head, create times."""
-    works = fetched.works
-    ids = [w.work_id for w in works if w.work_id is not None]  # all (_check_ids)
+    heads = fetched.heads
+    ids = [h.work_id for h in heads]
+    if None in ids:
+        _check_ids(history, heads, fetched.url)  # says which
     head: Hashable = None
     if history:
         first = history[0]
@@ -301,7 +413,7 @@ def _page_answer(
         if first.task and bytes(first.task) != b"null":
             try:
                 tid = _TASK_ID_DECODER.decode(first.task).id
-                task_id = bytes(tid) if tid is not None else None
+                task_id = bytes(tid) if tid and bytes(tid) != b"null" else None
             except msgspec.ValidationError:  # not an object: the task as a whole is the key
                 task_id = bytes(first.task)
         head = (task_id, tuple(ids[: len(first.works)]))
@@ -310,15 +422,16 @@ def _page_answer(
         ids=ids,
         head=head,
         payload=fetched,
-        times=[w.create_time for w in works] if times else None,
+        times=[h.create_time for h in heads] if times else None,
     )
 
 
-class Walk:
+class Walk(Generic[M]):
     """A walk through the assets pages; create it with :meth:`KlingSession.walk`.
 
-    Iterate it once (``async for batch in walk``) for :class:`WorkPage` batches. ``stats``
-    and :meth:`checkpoint` may be read at any time, typically after each batch.
+    Iterate it once (``async for batch in walk``) for :class:`WorkPage` batches, whose works
+    are of the walk's ``model`` (:class:`Work` by default). ``stats`` and :meth:`checkpoint`
+    may be read at any time, typically after each batch.
     """
 
     def __init__(
@@ -336,9 +449,12 @@ class Walk:
         max_stale_pages: int,
         raw: bool,
         resume: WalkCheckpoint | None,
+        model: type[M],
         max_prefetch: int = 8,
         _full: bool = True,
+        _reads: Sequence[str] = (),
     ) -> None:
+        check_model(model)
         if resume is not None:
             if not isinstance(resume, WalkCheckpoint):
                 raise TypeError("resume must be a WalkCheckpoint (WalkCheckpoint.from_json)")
@@ -380,7 +496,7 @@ class Walk:
         self.max_pages = max_pages
         self.since = resume.since if resume is not None else to_epoch_ms(since)
         self.raw = raw
-        self._planner: Planner[_Fetched] = Planner(
+        self._planner: Planner[_Fetched[M]] = Planner(
             page_size=page_size,
             start_page=start_page,
             prefetch=prefetch,
@@ -394,8 +510,12 @@ class Walk:
         self._retry: RetryState = kling.new_retry_state()
         self.stats = self._planner.stats
         self._drift = Drift(self.stats)
-        # False (the export): works are decoded only as far as the walk and downloads need.
-        self._full = _full
+        # None (the export): works are decoded only as far as the walk and downloads need.
+        self._codec: _Codec[M] | None = _codec(model) if _full else None
+        # What the walk (and a watcher: `_reads`) reads of each work, if the model lacks it,
+        # is decoded apart.
+        reads = {"work_id", *_reads, *(("create_time",) if self.since is not None else ())}
+        self._heads = self._codec is not None and not reads <= self._codec.has
 
     def checkpoint(self) -> WalkCheckpoint:
         """Where the walk stands after the last batch handed out (verified state only)."""
@@ -411,7 +531,7 @@ class Walk:
         nothing more is asked, and the walk counts as finished."""
         self._planner.finish()
 
-    def __aiter__(self) -> AsyncGenerator[WorkPage, None]:
+    def __aiter__(self) -> AsyncGenerator[WorkPage[M], None]:
         if self._started:
             raise RuntimeError("a Walk can be iterated only once; start a new one")
         self._started = True
@@ -422,7 +542,7 @@ class Walk:
         """The prefetch depth in use (with ``prefetch="auto"``, the one picked so far)."""
         return self._planner.prefetch
 
-    async def _fetch(self, req: PlanRequest) -> Answer[_Fetched]:
+    async def _fetch(self, req: PlanRequest) -> Answer[_Fetched[M]]:
         kling = self._kling
         params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
         started, retries = time.monotonic(), self._retry.retries
@@ -432,48 +552,96 @@ class Walk:
             depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
             if depth != self._planner.prefetch:
                 self._planner.set_prefetch(depth)
-        times = self.since is not None
-        if self._full and not self.raw:
+        return self._decode(body, url)
+
+    def _decode(self, body: bytes, url: str) -> Answer[_Fetched[M]]:
+        """An answer's bytes as the planner reads them, its works decoded as the model."""
+        codec, times = self._codec, self.since is not None
+        if codec is not None and not self.raw:
             # A page as documented, in one pass; any drift takes the path below.
             try:
-                page = _WORKS_PAGE_DECODER.decode(body)
+                page = codec.page_decoder.decode(body)
+                heads = _HEADS_PAGE_DECODER.decode(body).history if self._heads else None
             except _http._BAD_JSON:
                 pass
             else:
-                works = [work for item in page.history for work in item.works]
-                _check_ids(page.history, works, url)
-                return _page_answer(page.history, _Fetched(body, url, [], works), times=times)
+                return self._answer(page, body, url, heads)
         # One decode of the page: each work stays the bytes it was sent as; only what the walk
         # (and the consumer) reads of a work is decoded from them.
         raw_page = _http.decode(_RAW_PAGE_DECODER, body, url=url)
-        raws, works = _decode_works(raw_page, url, self._drift, full=self._full)
-        return _page_answer(raw_page.history, _Fetched(body, url, raws, works), times=times)
+        raws, works, found = _decode_works(raw_page, url, self._drift, codec, heads=self._heads)
+        fetched: _Fetched[M] = _Fetched(body, url, raws, works, found)
+        return _page_answer(raw_page.history, fetched, times=times)
 
-    def _batch(self, batch: Batch[_Fetched]) -> WorkPage:
+    def _answer(
+        self,
+        page: _WorksPage[M],
+        body: bytes,
+        url: str,
+        heads: list[_HeadsItem] | None = None,
+    ) -> Answer[_Fetched[M]]:
+        """The planner's answer from a page decoded as the model (``heads``: what the walk
+        reads, decoded apart)."""
+        works = [work for item in page.history for work in item.works]
+        found: Sequence[Any] = works
+        if heads is not None:
+            found = [head for item in heads for head in item.works]
+            if len(found) != len(works):  # cannot be, from the same bytes
+                raise DecodeError(url, "the page's works could not be counted")
+        fetched = _Fetched(body, url, [], works, found)
+        return _page_answer(page.history, fetched, times=self.since is not None)
+
+    def _batch(self, batch: Batch[_Fetched[M]]) -> WorkPage[M]:
         fetched = batch.payload
-        works, raws = fetched.works, fetched.raws
+        works, raws, keep = fetched.works, fetched.raws, batch.keep
+        heads = fetched.heads
+        if len(keep) == len(works):  # every work (keep is in order, without repeats)
+            return WorkPage(
+                page_num=batch.page_num,
+                works=works,
+                raw_works=raws if self.raw else [],
+                body=fetched.body,
+                url=fetched.url,
+                drift=self._drift,
+                heads=None if heads is works else heads,
+            )
         return WorkPage(
             page_num=batch.page_num,
-            works=[works[i] for i in batch.keep],
-            raw_works=[raws[i] for i in batch.keep] if self.raw else [],
+            works=[works[i] for i in keep],
+            raw_works=[raws[i] for i in keep] if self.raw else [],
             body=fetched.body,
             url=fetched.url,
             drift=self._drift,
+            heads=None if heads is works else [heads[i] for i in keep],
         )
 
-    async def _run(self) -> AsyncGenerator[WorkPage, None]:
+    async def _run(self) -> AsyncGenerator[WorkPage[M], None]:
         planner = self._planner
-        tasks: dict[int, asyncio.Task[Answer[_Fetched]]] = {}
-        cancelled: set[asyncio.Task[Answer[_Fetched]]] = set()
+        tasks: dict[int, asyncio.Task[Answer[_Fetched[M]]]] = {}
+        cancelled: set[asyncio.Task[Answer[_Fetched[M]]]] = set()
         errors: dict[int, BaseException] = {}
         stats = self.stats
+        # The one request the walk waits for when it has nothing else in flight (one page at
+        # a time): awaited in place, no task and no asyncio.wait() for it.
+        alone: PlanRequest | None = None
 
         def flush() -> bool:
+            nonlocal alone
             sent = False
-            for req in planner.take_requests():
+            requests = planner.take_requests()
+            if len(requests) == 1 and not tasks and alone is None:
+                alone = requests[0]
+                requests = []
+            elif requests and alone is not None:
+                requests.insert(0, alone)  # more to send: it goes with them
+                alone = None
+            for req in requests:
                 tasks[req.id] = asyncio.create_task(self._fetch(req))
                 sent = True
             for rid in planner.take_cancels():
+                if alone is not None and alone.id == rid:
+                    alone = None
+                    continue
                 task = tasks.pop(rid, None)
                 if task is not None:
                     task.cancel()
@@ -500,6 +668,16 @@ class Walk:
                     raise errors[failed]
                 if planner.done:
                     return
+                if alone is not None:
+                    req, alone = alone, None
+                    try:
+                        answer = await self._fetch(req)
+                    except Exception as error:  # the planner decides what it means
+                        errors[req.id] = error
+                        planner.receive_failure(req.id)
+                    else:
+                        planner.receive(req.id, answer)
+                    continue
                 if not tasks:
                     if errors:  # a failure the planner had no use for: say what it was
                         raise next(iter(errors.values()))

@@ -13,13 +13,12 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic
 
 import msgspec
 
-from ._walk import to_epoch_ms
+from ._walk import M, Walk, to_epoch_ms
 from .errors import DecodeError, RateLimitError, ServerError, TransportError, WalkStalledError
-from .models import Work
 
 if TYPE_CHECKING:
     from ._session import KlingSession
@@ -76,16 +75,18 @@ class _Item(msgspec.Struct, gc=False):
 
     created: int
     seq: int  # position in the walk: later means older in list order
-    work: Work
+    work_id: int
+    work: Any  # the watcher's model
     raw: msgspec.Raw | None
     from_pending: bool
 
 
-class Watcher:
+class Watcher(Generic[M]):
     """An async iterator of new works; create it with :meth:`KlingSession.watch_works`.
 
-    Each poll's works come oldest first. ``state`` is always up to date with what has been
-    yielded; with ``raw=True``, ``last_raw`` is the last work exactly as the API sent it.
+    Each poll's works come oldest first, decoded as its ``model`` (:class:`Work` by default).
+    ``state`` is always up to date with what has been yielded; with ``raw=True``,
+    ``last_raw`` is the last work exactly as the API sent it.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class Watcher:
         max_buffer: int = DEFAULT_MAX_BUFFER,
         max_polls: int | None = None,
         raw: bool = False,
+        model: type[M],
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval}")
@@ -115,8 +117,9 @@ class Watcher:
         if max_polls is not None and max_polls < 1:
             raise ValueError(f"max_polls must be >= 1 or None, got {max_polls}")
         # Validate the walk's arguments now rather than at the first poll.
-        kling.walk(page_size=page_size, content_type=content_type, email=email)
+        kling.walk(page_size=page_size, content_type=content_type, email=email, model=model)
         self._kling = kling
+        self.model = model
         self.interval = interval
         self.only_succeeded = only_succeeded
         self.page_size = page_size
@@ -140,17 +143,17 @@ class Watcher:
         self._given_back = False
         self._gen = self._run()
 
-    def __aiter__(self) -> Watcher:
+    def __aiter__(self) -> Watcher[M]:
         return self
 
-    async def __anext__(self) -> Work:
+    async def __anext__(self) -> M:
         return await self._gen.__anext__()
 
     async def aclose(self) -> None:
         """Stop the watch."""
         await self._gen.aclose()
 
-    def poll(self) -> AsyncGenerator[Work, None]:
+    def poll(self) -> AsyncGenerator[M, None]:
         """One poll, now: the new works, oldest first. Errors are raised, not ridden out.
 
         The first poll of a watcher with neither ``since`` nor ``state`` yields nothing: it
@@ -159,7 +162,7 @@ class Watcher:
         """
         return self._poll()
 
-    def give_back(self, work: Work) -> None:
+    def give_back(self, work: M) -> None:
         """Say the work just yielded was not handled (its handler failed).
 
         It is taken out of ``state`` and the current poll ends there: the next poll yields
@@ -169,10 +172,9 @@ class Watcher:
             ValueError: ``work`` is not the work yielded last.
         """
         last = self._last
-        if last is None or last.work.work_id != work.work_id:
+        if last is None or (last.work is not work and last.work != work):
             raise ValueError("give_back() takes the work yielded last")
-        work_id, state = work.work_id, self.state
-        assert work_id is not None  # a poll yields only works with an id
+        work_id, state = last.work_id, self.state
         if last.from_pending:
             state.pending[work_id] = last.created  # held back again, as before the poll
         elif work_id in state.delivered:
@@ -193,7 +195,7 @@ class Watcher:
         newest = max(times, default=0)
         self.state.watermark = newest
 
-    async def _poll(self) -> AsyncGenerator[Work, None]:
+    async def _poll(self) -> AsyncGenerator[M, None]:
         """Walk from page 1 down to the watermark (or the oldest pending work), then yield
         the new works oldest first."""
         state = self.state
@@ -215,23 +217,35 @@ class Watcher:
         heap: list[tuple[int, int, _Item]] = []
         dropped_min: int | None = None  # oldest create_time left for the next poll
         seq = 0
-        walk = self._kling.walk(
+        walk = Walk(
+            self._kling,
             page_size=self.page_size,
             content_type=self.content_type,
             email=self.email,
+            start_page=1,
+            max_items=None,
+            max_pages=None,
             since=max(0, floor - 1),  # pending works may sit exactly on the floor
+            prefetch=0,
+            max_stale_pages=3,
             raw=self.raw,
+            resume=None,
+            model=self.model,
+            _reads=("create_time", "status"),
         )
         async with aclosing(walk.__aiter__()) as batches:
             async for batch in batches:
                 raws = batch.raw_works if self.raw else None
+                heads = batch._heads  # id, time and status, whatever the model holds
                 for i, work in enumerate(batch.works):
-                    wid, created = work.work_id, work.create_time
+                    head = heads[i]
+                    wid, created = head.work_id, head.create_time
                     if wid is None or created is None:
                         continue
+                    succeeded = head.status == 99
                     from_pending = wid in state.pending
                     if from_pending:
-                        if not (work.succeeded or not self.only_succeeded):
+                        if not (succeeded or not self.only_succeeded):
                             continue
                     elif created <= watermark:
                         continue
@@ -239,13 +253,12 @@ class Watcher:
                         seen[wid] = created
                         if wid in handled:
                             continue
-                        if self.only_succeeded and not work.succeeded:
+                        if self.only_succeeded and not succeeded:
                             self._hold(wid, created)
                             continue
                     seq += 1
-                    item = _Item(
-                        created, seq, work, raws[i] if raws is not None else None, from_pending
-                    )
+                    raw = raws[i] if raws is not None else None
+                    item = _Item(created, seq, wid, work, raw, from_pending)
                     heapq.heappush(heap, (-created, seq, item))
                     if len(heap) > self.max_buffer:
                         _, _, newest = heapq.heappop(heap)
@@ -255,8 +268,7 @@ class Watcher:
         items = sorted((entry[2] for entry in heap), key=lambda it: (it.created, -it.seq))
         del heap
         for item in items:
-            wid = item.work.work_id
-            assert wid is not None
+            wid = item.work_id
             # Recorded before the work is handed out: save the state after handling it.
             if item.from_pending:
                 state.pending.pop(wid, None)
@@ -291,7 +303,7 @@ class Watcher:
                 "watch: dropped pending work %d (more than %d pending)", oldest, self.max_pending
             )
 
-    async def _run(self) -> AsyncGenerator[Work, None]:
+    async def _run(self) -> AsyncGenerator[M, None]:
         failures = 0
         while True:
             try:

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from benchmarks import bench_decode, bench_export, bench_memory, bench_walk
+from benchmarks import bench_decode, bench_export, bench_memory, bench_overhead, bench_walk
 from benchmarks._common import FakeServerProcess, markdown_table, measure
 
 
@@ -95,6 +95,21 @@ def test_bench_walk_quick(capsys: pytest.CaptureFixture[str]) -> None:
         ("0.5", "4"),
     ]
     assert len(verdicts(out)) == 6
+
+
+def test_bench_overhead_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """The own-model walk against the bare loop over HTTP, and the walk's bookkeeping in
+    memory: every contender counts the same works, both targets are judged."""
+    assert bench_overhead.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    http, memory = out.split("Bookkeeping:")
+    assert [row[0] for row in table_rows(http)] == list(bench_overhead.HTTP_CONTENDERS)
+    assert [row[0] for row in table_rows(memory)] == [
+        "bare loop",
+        "bare async generator",
+        bench_overhead.MODEL,
+    ]
+    assert len(verdicts(out)) == 2
 
 
 def test_bench_memory_quick(capsys: pytest.CaptureFixture[str]) -> None:

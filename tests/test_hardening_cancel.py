@@ -207,7 +207,8 @@ async def test_cancel_walk_mid_request(scripted: Scripted, prefetch: int) -> Non
 
         task = asyncio.create_task(consume())
         await eventually(lambda: tracker.in_flight == prefetch + 1, "pages in flight")
-        assert len(client_tasks()) == prefetch + 1
+        # A task per page in flight; one page at a time, it is awaited in the caller's task.
+        assert len(client_tasks()) == (prefetch + 1 if prefetch else 0)
         await cancel_promptly(task)
         await assert_all_released(tracker, kling.http.connector)
         await asyncio.sleep(0.2)
