@@ -13,13 +13,18 @@ fallback, so :func:`decode_lenient` builds one:
 
 Every field that failed the strict decode is reported once per call to ``on_drift``, with
 whether lax mode kept its value. Nothing here coerces a type by hand.
+
+A field typed ``msgspec.Raw`` (a lazy part of a model, decoded on first read) takes any JSON
+in the strict decode; the untyped re-decode gives it back as ``msgspec.Raw`` too, so it never
+drifts here either: its own fields are checked when it is read.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -95,9 +100,67 @@ def _repair(obj: Any, path: FieldPath, seen: set[FieldPath]) -> bool:
     return False
 
 
+class _Items:
+    """Where Raw fields are inside each item of an array."""
+
+    __slots__ = ("plan",)
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+
+
+_RAW: Final = object()
+#: Where a type holds ``msgspec.Raw`` fields: ``_RAW`` (here), ``_Items`` (in each item of an
+#: array), a dict of wire names (in these fields of an object), or None (nowhere).
+_Plan = object
+
+
+@functools.cache
+def _raw_plan(type_: object) -> _Plan:
+    return _plan_of(msgspec.inspect.type_info(type_), 0)
+
+
+def _plan_of(info: msgspec.inspect.Type, depth: int) -> _Plan:
+    if depth > 20:  # the models are a few levels deep; a recursive type is not one of them
+        return None
+    if isinstance(info, msgspec.inspect.RawType):
+        return _RAW
+    if isinstance(info, msgspec.inspect.Metadata):
+        return _plan_of(info.type, depth + 1)
+    if isinstance(info, msgspec.inspect.UnionType):
+        plans = [p for t in info.types if (p := _plan_of(t, depth + 1)) is not None]
+        return plans[0] if len(plans) == 1 else None
+    if isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.VarTupleType)):
+        item = _plan_of(info.item_type, depth + 1)
+        return None if item is None else _Items(item)
+    if isinstance(info, msgspec.inspect.StructType):
+        fields = {
+            f.encode_name: p for f in info.fields if (p := _plan_of(f.type, depth + 1)) is not None
+        }
+        return fields or None
+    return None
+
+
+def _wrap_raw(obj: Any, plan: _Plan) -> Any:
+    """``obj`` (untyped JSON) with the value at each Raw field as ``msgspec.Raw``."""
+    if plan is _RAW:
+        return msgspec.Raw(msgspec.json.encode(obj))
+    if isinstance(plan, _Items):
+        if isinstance(obj, list):
+            obj[:] = [_wrap_raw(item, plan.plan) for item in obj]
+    elif isinstance(plan, dict) and isinstance(obj, dict):
+        for key, sub in plan.items():
+            if key in obj:
+                obj[key] = _wrap_raw(obj[key], sub)
+    return obj
+
+
 def _convert(data: bytes, type_: type[T], *, strict: bool) -> tuple[T, list[tuple[FieldPath, str]]]:
     """Convert ``data``, repairing each field that fails; returns the fields repaired."""
     obj = msgspec.json.decode(data)
+    plan = _raw_plan(cast(object, type_))
+    if plan is not None:
+        obj = _wrap_raw(obj, plan)
     repaired: list[tuple[FieldPath, str]] = []
     seen: set[FieldPath] = set()
     for _ in range(MAX_REPAIRS):

@@ -7,15 +7,32 @@ Unknown fields are ignored, because the API grows; open-ended values (``type``,
 ``content_type``, ``scene``, ``status``...) stay plain strings and ints, never closed enums.
 
 Structs are ``kw_only`` and ``gc=False`` (they hold no reference cycles), and each response
-type has one module-level, reused :class:`msgspec.json.Decoder`.
+type has one module-level, reused :class:`msgspec.json.Decoder`. Arrays are tuples (``()`` when
+missing).
+
+**Lazy parts.** A page holds hundreds of works and most callers read a few fields of each, so
+the nested objects of a work (``resource``, ``cover``, ``task_info``, ``self_comment``,
+``download_info``) and the ``task`` of a history entry are kept as sent (a
+:class:`msgspec.Raw` slice of the body, no Python object built) and decoded on first read,
+then kept. Reading one is as lenient as decoding the whole work: a field of an unexpected type
+is converted or None (:mod:`kling_async._lenient`), and a part that is not an object at all
+reads as None; each such drift is logged once per process as a WARNING on the ``kling_async``
+logger. Construction by keyword is unchanged (``Work(task_info=TaskInfo(...))``); ``==`` and
+``repr`` decode the lazy parts first. ``msgspec.json.encode`` writes a part not read yet as
+it was sent; ``msgspec.to_builtins`` and ``msgspec.structs.asdict`` see such a part as a
+``msgspec.Raw``: call :meth:`Work.load` (or :meth:`AssetsPage.load`) first.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 import msgspec
+
+from ._lenient import FieldPath, decode_lenient, format_path
 
 __all__ = [
     "Account",
@@ -40,12 +57,113 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("kling_async")
+
+T = TypeVar("T")
+M = TypeVar("M", bound="_Model")
+
+
 class _Model(msgspec.Struct, rename="camel", kw_only=True, gc=False, omit_defaults=True):
     """Base of every model: camelCase on the wire, snake_case in Python.
 
     ``kw_only`` is repeated on every subclass: msgspec applies it to the fields a class
     defines, not to those of its subclasses.
     """
+
+
+_Raw: Final = msgspec.Raw
+_WARNED: Final[set[str]] = set()
+"""Drift found in lazy parts, by path: each is logged once per process."""
+_MAX_WARNED: Final = 1000
+
+
+class _Lazy(Generic[T]):
+    """The attribute of a lazy part: the slot holds the part as sent (``msgspec.Raw``) until
+    the first read, which decodes it leniently and stores the result in the slot.
+
+    Installed over msgspec's own slot descriptor (see :func:`_lazy`), so decoding, encoding,
+    construction by keyword and ``structs.replace`` all still use the same slot.
+    """
+
+    __slots__ = ("_decode", "_decoder", "_get", "_set", "_type", "_where")
+
+    def __init__(self, slot: Any, type_: type[T], where: str) -> None:
+        # Bound once: a read of a part already decoded is one call and a type test.
+        self._get: Callable[[object], Any] = slot.__get__
+        self._set: Callable[[object, object], None] = slot.__set__
+        self._type = type_
+        self._decoder: msgspec.json.Decoder[T | None] = msgspec.json.Decoder(type_ | None)
+        self._decode = self._decoder.decode
+        self._where = where
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = self._get(obj)
+        if type(value) is not _Raw:
+            return value
+        try:
+            value = self._decode(value)  # the fast path: as documented
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            value = self._decode_drifted(value)
+        self._set(obj, value)
+        return value
+
+    def __set__(self, obj: object, value: object) -> None:
+        self._set(obj, value)
+
+    def _decode_drifted(self, raw: msgspec.Raw) -> T | None:
+        def report(path: FieldPath, reason: str, kept: bool) -> None:
+            _warn(format_path(path, self._where), reason, kept)
+
+        try:
+            return decode_lenient(
+                raw, self._decoder, cast("type[T | None]", self._type | None), on_drift=report
+            )
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            # Not an object at all (a string, a list...): the part reads as None.
+            _warn(self._where, str(exc).split(" - at ")[0], False)
+            return None
+
+
+def _warn(where: str, reason: str, kept: bool) -> None:
+    if where in _WARNED or len(_WARNED) >= _MAX_WARNED:
+        return
+    _WARNED.add(where)
+    outcome = "converted" if kept else "read as None"
+    log.warning("schema drift at %s: %s; %s (reported once per process)", where, reason, outcome)
+
+
+def _lazy(cls: type[M], name: str, type_: type[Any]) -> None:
+    """Make field ``name`` of ``cls`` a lazy part of type ``type_``."""
+    wire = dict(zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True))[name]
+    setattr(cls, name, _Lazy(cls.__dict__[name], type_, f"{cls.__name__}.{wire}"))
+
+
+def _load(obj: msgspec.Struct, names: Iterable[str]) -> None:
+    for name in names:
+        getattr(obj, name)
+
+
+class _LazyModel(_Model, kw_only=True):
+    """A model with lazy parts (``_lazy_fields``): ``==`` and ``repr`` decode them first."""
+
+    _lazy_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        _load(self, self._lazy_fields)
+        _load(cast("msgspec.Struct", other), self._lazy_fields)
+        return msgspec.Struct.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __repr__(self) -> str:
+        _load(self, self._lazy_fields)
+        return msgspec.Struct.__repr__(self)
 
 
 class Resource(_Model, kw_only=True):
@@ -86,10 +204,10 @@ class TaskInfo(_Model, kw_only=True):
     """What was asked for: task type, inputs and arguments."""
 
     type: str | None = None
-    inputs: list[TaskInput] = msgspec.field(default_factory=list)
-    arguments: list[Argument] = msgspec.field(default_factory=list)
+    inputs: tuple[TaskInput, ...] = ()
+    arguments: tuple[Argument, ...] = ()
     extra_args: dict[str, Any] = msgspec.field(default_factory=dict)
-    callback_payloads: list[Any] = msgspec.field(default_factory=list)
+    callback_payloads: tuple[Any, ...] = ()
     scene: str | None = None
 
     def argument(self, name: str) -> str | None:
@@ -104,9 +222,9 @@ class SelfComment(_Model, kw_only=True):
     """The account owner's own rating and comment on a work."""
 
     rate: int | None = None
-    tags: list[Any] = msgspec.field(default_factory=list)
+    tags: tuple[Any, ...] = ()
     content: str | None = None
-    prompts: list[Any] = msgspec.field(default_factory=list)
+    prompts: tuple[Any, ...] = ()
 
 
 class FileType(_Model, kw_only=True):
@@ -119,15 +237,25 @@ class FileType(_Model, kw_only=True):
 class DownloadInfo(_Model, kw_only=True):
     """The file types available for a work."""
 
-    file_types: list[FileType] = msgspec.field(default_factory=list)
+    file_types: tuple[FileType, ...] = ()
 
 
-class Work(_Model, kw_only=True):
+class Work(_LazyModel, kw_only=True):
     """One generated work: a video, an image or an audio clip.
 
     ``status == 99`` means it succeeded; other values (queued, running, failed) are not
-    documented and are kept as the raw number.
+    documented and are kept as the raw number. ``resource``, ``cover``, ``task_info``,
+    ``self_comment`` and ``download_info`` are decoded on first read (see the module's
+    docstring).
     """
+
+    _lazy_fields: ClassVar[tuple[str, ...]] = (
+        "resource",
+        "cover",
+        "task_info",
+        "self_comment",
+        "download_info",
+    )
 
     work_id: int | None = None
     work_item_id: int | None = None
@@ -136,15 +264,27 @@ class Work(_Model, kw_only=True):
     type: str | None = None
     status: int | None = None
     content_type: str | None = None
-    resource: Resource | None = None
-    cover: Resource | None = None
+    # msgspec sees the lazy parts as `msgspec.Raw` (decoded with no object built), type
+    # checkers as what they read back as; `_lazy` below installs the attribute that decodes.
+    if TYPE_CHECKING:
+        resource: Resource | None = None
+        cover: Resource | None = None
+    else:
+        resource: msgspec.Raw = None
+        cover: msgspec.Raw = None
     star_num: int | None = None
     clone_count: int | None = None
     report_num: int | None = None
     create_time: int | None = None
-    task_info: TaskInfo | None = None
+    if TYPE_CHECKING:
+        task_info: TaskInfo | None = None
+    else:
+        task_info: msgspec.Raw = None
     self_attitude: str | None = None
-    self_comment: SelfComment | None = None
+    if TYPE_CHECKING:
+        self_comment: SelfComment | None = None
+    else:
+        self_comment: msgspec.Raw = None
     favored: bool | None = None
     starred: bool | None = None
     publish_status: str | None = None
@@ -152,7 +292,10 @@ class Work(_Model, kw_only=True):
     publish_time: int | None = None
     submit_time: int | None = None
     lip_sync_status: int | None = None
-    download_info: DownloadInfo | None = None
+    if TYPE_CHECKING:
+        download_info: DownloadInfo | None = None
+    else:
+        download_info: msgspec.Raw = None
     allow_publish: bool | None = None
 
     @property
@@ -174,16 +317,27 @@ class Work(_Model, kw_only=True):
         """Whether the work finished successfully (``status == 99``)."""
         return self.status == 99
 
+    def load(self) -> Work:
+        """Decode every lazy part now (for ``msgspec.to_builtins``); returns the work."""
+        _load(self, self._lazy_fields)
+        return self
 
-class Task(_Model, kw_only=True):
-    """The generation task behind the works of a history entry."""
+
+class Task(_LazyModel, kw_only=True):
+    """The generation task behind the works of a history entry (``task_info`` is decoded on
+    first read)."""
+
+    _lazy_fields: ClassVar[tuple[str, ...]] = ("task_info",)
 
     id: int | None = None
     user_id: int | None = None
     type: str | None = None
     scene: str | None = None
     status: int | None = None
-    task_info: TaskInfo | None = None
+    if TYPE_CHECKING:
+        task_info: TaskInfo | None = None
+    else:
+        task_info: msgspec.Raw = None
     favored: bool | None = None
     deleted: bool | None = None
     viewed: bool | None = None
@@ -192,11 +346,19 @@ class Task(_Model, kw_only=True):
     view_time: int | None = None
 
 
-class HistoryItem(_Model, kw_only=True):
-    """One entry of the history: a task and the works it produced (an image task has several)."""
+class HistoryItem(_LazyModel, kw_only=True):
+    """One entry of the history: a task and the works it produced (an image task has several).
 
-    works: list[Work] = msgspec.field(default_factory=list)
-    task: Task | None = None
+    ``task`` is decoded on first read.
+    """
+
+    _lazy_fields: ClassVar[tuple[str, ...]] = ("task",)
+
+    works: tuple[Work, ...] = ()
+    if TYPE_CHECKING:
+        task: Task | None = None
+    else:
+        task: msgspec.Raw = None
     eta_time: int | None = None
     eta_time_over_sla: bool | None = None
     queuing_eta_time: int | None = None
@@ -227,7 +389,7 @@ class Point(_Model, kw_only=True):
 class UserPoints(_Model, kw_only=True):
     """The account's credits."""
 
-    points: list[Point] = msgspec.field(default_factory=list)
+    points: tuple[Point, ...] = ()
     total: int | None = None
 
 
@@ -246,20 +408,31 @@ class Ticket(_Model, kw_only=True):
 class UserTickets(_Model, kw_only=True):
     """The account's tickets."""
 
-    ticket: list[Ticket] = msgspec.field(default_factory=list)
+    ticket: tuple[Ticket, ...] = ()
 
 
 class AssetsPage(_Model, kw_only=True):
     """One page of ``GET /assets/``: newest first; an empty ``history`` means past the end."""
 
-    limitations: list[Limitation] = msgspec.field(default_factory=list)
-    history: list[HistoryItem] = msgspec.field(default_factory=list)
+    limitations: tuple[Limitation, ...] = ()
+    history: tuple[HistoryItem, ...] = ()
     user_points: UserPoints | None = None
     user_tickets: UserTickets | None = None
 
     def works(self) -> list[Work]:
         """Every work of every history entry of this page, in order."""
         return [work for item in self.history for work in item.works]
+
+    def load(self) -> AssetsPage:
+        """Decode every lazy part of the page now (for ``msgspec.to_builtins``); returns the
+        page."""
+        for item in self.history:
+            task = item.task
+            if task is not None:
+                _load(task, task._lazy_fields)
+            for work in item.works:
+                work.load()
+        return self
 
 
 class DownloadLink(_Model, kw_only=True):
@@ -295,6 +468,17 @@ class Account(_Model, kw_only=True):
     max_jobs: int | None = None
     session: AccountSession | None = None
 
+
+for _cls, _name, _type in (
+    (Work, "resource", Resource),
+    (Work, "cover", Resource),
+    (Work, "task_info", TaskInfo),
+    (Work, "self_comment", SelfComment),
+    (Work, "download_info", DownloadInfo),
+    (Task, "task_info", TaskInfo),
+    (HistoryItem, "task", Task),
+):
+    _lazy(_cls, _name, _type)
 
 ASSETS_PAGE_DECODER: msgspec.json.Decoder[AssetsPage] = msgspec.json.Decoder(AssetsPage)
 DOWNLOAD_LINK_DECODER: msgspec.json.Decoder[DownloadLink] = msgspec.json.Decoder(DownloadLink)

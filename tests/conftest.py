@@ -15,6 +15,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "sk-test-0123456789abcdef"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_lazy_drift_warnings() -> None:
+    """Drift in a lazy part is logged once per process: each test starts with none logged."""
+    from kling_async import models
+
+    models._WARNED.clear()
+
+
 @pytest.fixture
 def sample_bytes() -> bytes:
     """The documentation's own sample response."""

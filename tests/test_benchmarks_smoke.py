@@ -11,7 +11,14 @@ import os
 
 import pytest
 
-from benchmarks import bench_decode, bench_export, bench_memory, bench_overhead, bench_walk
+from benchmarks import (
+    bench_decode,
+    bench_export,
+    bench_memory,
+    bench_model,
+    bench_overhead,
+    bench_walk,
+)
 from benchmarks._common import FakeServerProcess, markdown_table, measure
 
 
@@ -59,7 +66,7 @@ def test_bench_decode_quick(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("Machine: ")
     rows = table_rows(out)
-    expected = [bench_decode.OURS, bench_decode.JSON]
+    expected = [bench_decode.OURS, bench_decode.OURS_LOADED, bench_decode.JSON]
     if bench_decode.HAVE_ORJSON:
         expected.append(bench_decode.ORJSON)
     if bench_decode.HAVE_PYDANTIC:
@@ -74,6 +81,16 @@ def test_pydantic_model_matches_ours() -> None:
     """The pydantic contender decodes a non-ASCII page to exactly the data ours does."""
     pytest.importorskip("pydantic")
     bench_decode.check_equivalent(bench_decode.make_page(40, non_ascii=True))
+
+
+def test_bench_model_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, now and now with every part read on one page; speed and objects judged."""
+    assert bench_model.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [row[1] for row in rows] == [bench_model.BEFORE, bench_model.NOW, bench_model.NOW_LOADED]
+    assert rows[0][4] == "1.00x" and rows[0][6] == "1.00x"
+    assert len(verdicts(out)) == 2  # the 40-work speed target and the objects target
 
 
 def test_bench_walk_quick(capsys: pytest.CaptureFixture[str]) -> None:

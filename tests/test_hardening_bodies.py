@@ -192,7 +192,18 @@ def test_decode_mutated_real_pages(body: bytes) -> None:
 def test_decode_invalid_utf8_in_string_is_decode_error() -> None:
     """A page whose "type" string holds the byte 0x80 is a DecodeError naming the page."""
     with pytest.raises(DecodeError, match="pageNum=3"):
-        _http.decode(ASSETS_PAGE_DECODER, b'{"history":[{"task":{"type":"\x80"}}]}', url=PAGE_URL)
+        _http.decode(
+            ASSETS_PAGE_DECODER, b'{"history":[{"works":[{"type":"\x80"}]}]}', url=PAGE_URL
+        )
+
+
+def test_invalid_utf8_in_a_lazy_part_reads_as_none() -> None:
+    """A lazy part (here the task) is not decoded with the page: its byte 0x80 is found when
+    it is read, and the part reads as None, like any part that is not an object."""
+    page = _http.decode(
+        ASSETS_PAGE_DECODER, b'{"history":[{"task":{"type":"\x80"}}]}', url=PAGE_URL
+    )
+    assert page.history[0].task is None
 
 
 error_bodies = st.one_of(

@@ -113,10 +113,10 @@ def test_sample_work_every_field(sample_bytes: bytes) -> None:
         ("kling_version", "2.0"),
     ]
     assert info.extra_args == {}
-    assert info.callback_payloads == []
+    assert info.callback_payloads == ()
     assert info.scene == "NORMAL_CREATION"
     assert work.self_attitude == "unknown"
-    assert work.self_comment == models.SelfComment(rate=0, tags=[], content="", prompts=[])
+    assert work.self_comment == models.SelfComment(rate=0, tags=(), content="", prompts=())
     assert (work.favored, work.starred, work.deleted, work.allow_publish) == (
         False,
         False,
@@ -128,7 +128,7 @@ def test_sample_work_every_field(sample_bytes: bytes) -> None:
     assert work.submit_time == 1744858514515
     assert work.lip_sync_status == 99
     assert work.download_info == models.DownloadInfo(
-        file_types=[models.FileType(type="MP4", watermark=True)]
+        file_types=(models.FileType(type="MP4", watermark=True),)
     )
 
 
@@ -144,9 +144,9 @@ def test_work_helpers(sample_bytes: bytes) -> None:
 def test_everything_optional() -> None:
     """A missing object or scalar is None, a missing array is empty, and helpers cope."""
     page = ASSETS_PAGE_DECODER.decode(b'{"history": [{"works": [{}]}, {}]}')
-    assert page.limitations == []
+    assert page.limitations == ()
     assert page.user_points is None and page.user_tickets is None
-    assert page.history[1].works == [] and page.history[1].task is None
+    assert page.history[1].works == () and page.history[1].task is None
     work = page.history[0].works[0]
     assert work.work_id is None and work.resource is None
     assert work.created_at is None and work.prompt is None and work.succeeded is False

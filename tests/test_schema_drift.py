@@ -66,44 +66,68 @@ def serve(scripted: Scripted, pages: list[dict[str, Any]]) -> list[bytes]:
 
 # -- the examples of the issue -------------------------------------------------------------
 
-DRIFTS: list[tuple[str, Callable[[dict[str, Any]], None], Callable[[Work], object], object]] = [
+# Drift in a lazy part of a work (resource, cover, taskInfo, selfComment, downloadInfo) is
+# found when the part is first read, not by the walk: one WARNING per process names it as
+# `Work.<part>...`, and the walk's drift_fields does not count it.
+DRIFTS: list[
+    tuple[str, Callable[[dict[str, Any]], None], Callable[[Work], object], object, str]
+] = [
     (
         "resource.duration float",
         lambda w: w["resource"].__setitem__("duration", 5041.0),
         lambda w: w.resource and w.resource.duration,
         5041,
+        "Work.resource.duration:",
     ),
-    ("status as a string", lambda w: w.__setitem__("status", "99"), lambda w: w.status, 99),
-    ("favored as 0", lambda w: w.__setitem__("favored", 0), lambda w: w.favored, False),
+    (
+        "status as a string",
+        lambda w: w.__setitem__("status", "99"),
+        lambda w: w.status,
+        99,
+        "history[].works[].status:",
+    ),
+    (
+        "favored as 0",
+        lambda w: w.__setitem__("favored", 0),
+        lambda w: w.favored,
+        False,
+        "history[].works[].favored:",
+    ),
     (
         "createTime float",
         lambda w: w.__setitem__("createTime", 1.7e12),
         lambda w: w.create_time,
         1_700_000_000_000,
+        "history[].works[].createTime:",
     ),
     (
         "selfComment a string",
         lambda w: w.__setitem__("selfComment", "nice"),
         lambda w: w.self_comment,
         None,
+        "Work.selfComment:",
     ),
     (
         "argument value a number",
         lambda w: w["taskInfo"]["arguments"][0].__setitem__("value", 5),
         lambda w: w.task_info and w.task_info.arguments[0].value,
         None,
+        "Work.taskInfo.arguments[0].value:",
     ),
     (
         "resource a new nested shape",
         lambda w: w.__setitem__("resource", [{"url": "x"}]),
         lambda w: w.resource,
         None,
+        "Work.resource:",
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("mutate", "read", "expected"), [d[1:] for d in DRIFTS], ids=[d[0] for d in DRIFTS]
+    ("mutate", "read", "expected", "where"),
+    [d[1:] for d in DRIFTS],
+    ids=[d[0] for d in DRIFTS],
 )
 async def test_each_drift_of_the_issue(
     scripted: Scripted,
@@ -112,9 +136,11 @@ async def test_each_drift_of_the_issue(
     mutate: Callable[[dict[str, Any]], None],
     read: Callable[[Work], object],
     expected: object,
+    where: str,
 ) -> None:
     """Every work of every page drifts the same way: the export is byte-exact and complete,
-    iter_works yields each work converted (or None), and one WARNING names the field."""
+    iter_works yields each work converted (or None), and one WARNING names the field (found
+    by the walk, or for a lazy part when it is first read)."""
     pages = library_pages()
     for page in pages:
         for item in page["history"]:
@@ -136,9 +162,10 @@ async def test_each_drift_of_the_issue(
     assert [w.work_id for w in works] == [msgspec.json.decode(s)["workId"] for s in sent]
     assert all(read(w) == expected for w in works)
     drift = [r for r in caplog.records if "schema drift" in r.getMessage()]
-    assert len(drift) == 1, [r.getMessage() for r in drift]  # once per walk, not per work
-    assert "history[].works[]." in drift[0].getMessage()
-    assert walk.stats.drift_fields == len(sent)
+    assert len(drift) == 1, [r.getMessage() for r in drift]  # once, not per work
+    assert f"schema drift at {where}" in drift[0].getMessage()
+    lazy = where.startswith("Work.")
+    assert walk.stats.drift_fields == (0 if lazy else len(sent))
 
 
 @pytest.mark.parametrize(
