@@ -7,6 +7,7 @@ server. :mod:`kling_async._session` only moves bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -112,6 +113,12 @@ def normalize_base_url(base_url: str, *, name: str = "base_url") -> URL:
     return url.with_path(url.path.rstrip("/"))
 
 
+@functools.lru_cache(maxsize=256)
+def _check_idna(host: str) -> None:
+    """Raise UnicodeError if IDNA refuses ``host`` (cached: every page asks the same host)."""
+    host.encode("idna")
+
+
 def check_hop(url: URL) -> URL:
     """A URL the client will request (a CDN URL or a redirect's target), or RedirectError.
 
@@ -122,7 +129,7 @@ def check_hop(url: URL) -> URL:
         # yarl parses and decodes lazily: fail here, not inside aiohttp's request.
         host, _ = url.host, url.port
         if url.raw_host:
-            url.raw_host.encode("idna")  # as getaddrinfo will: label lengths, characters
+            _check_idna(url.raw_host)  # as getaddrinfo will: label lengths, characters
     except (ValueError, UnicodeError) as exc:  # UnicodeError: IDNA refused the host
         raise RedirectError(f"unusable URL: {exc}") from None
     if url.scheme not in ("http", "https") or not host:

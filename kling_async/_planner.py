@@ -171,7 +171,7 @@ class PlanRequest(msgspec.Struct, frozen=True, gc=False):
 class Answer(Generic[P]):
     """What the planner reads of one answer; ``payload`` (the decoded page) rides along."""
 
-    __slots__ = ("head", "ids", "n_entries", "payload", "times")
+    __slots__ = ("head", "id_set", "ids", "n_entries", "payload", "times")
 
     def __init__(
         self,
@@ -184,6 +184,7 @@ class Answer(Generic[P]):
     ) -> None:
         self.n_entries = n_entries
         self.ids = ids
+        self.id_set = frozenset(ids)  # for the set operations of every page
         self.head = head
         self.payload = payload
         self.times = times
@@ -270,37 +271,34 @@ class _Window:
     the old one (and the old one is dropped), so every id seen in the last ``max_ids`` is
     here and no more than twice that. Ids seen again go to the young generation, so works
     still drifting across pages stay in; a page of works already seen pushes nothing out.
-    The usual page of new works costs a few C calls, not a Python step per id.
+    Each page costs a few set operations in C, not a Python step per id.
     """
 
     __slots__ = ("_new", "_old", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
-        self._new: dict[int, None] = {}
-        self._old: dict[int, None] = {}
+        self._new: set[int] = set()
+        self._old: set[int] = set()
 
     def __contains__(self, item: int) -> bool:
         return item in self._new or item in self._old
 
     def any_of(self, ids: Iterable[int]) -> bool:
-        """Whether any of ``ids`` is here (set operations: called for every page)."""
-        return not (self._new.keys().isdisjoint(ids) and self._old.keys().isdisjoint(ids))
+        """Whether any of ``ids`` is here."""
+        return not (self._new.isdisjoint(ids) and self._old.isdisjoint(ids))
 
-    def add(self, ids: Sequence[int], *, new: bool = False) -> None:
-        """Note ``ids`` as seen (``new``: the caller knows none of them is here yet)."""
+    def add(self, ids: Iterable[int]) -> None:
+        """Note ``ids`` as seen."""
         young = self._new
-        if not new:
-            for i in ids:
-                young.pop(i, None)  # seen again: to the back
-        young.update(dict.fromkeys(ids))
+        young.update(ids)
         if len(young) >= self.max_ids:
-            self._old, self._new = young, {}
+            self._old, self._new = young, set()
 
     def ids(self) -> list[int]:
-        """The ids, least recently seen first."""
+        """The ids, the older generation first."""
         young = self._new
-        return [i for i in self._old if i not in young] + list(young)
+        return [*(self._old - young), *young]
 
 
 class _Check(Generic[P]):
@@ -724,7 +722,7 @@ class Planner(Generic[P]):
     def _overlaps(self, answer: Answer[P]) -> bool:
         if not self._last_ids:
             return False
-        return not self._last_set.isdisjoint(answer.ids)
+        return not self._last_set.isdisjoint(answer.id_set)
 
     def _progress(self, ids: Sequence[int], slot: _Slot[P]) -> bool:
         """Whether a page reaches further down the list than the page before.
@@ -808,7 +806,7 @@ class Planner(Generic[P]):
         assert answer is not None
         if self._searching or not anchor or last is None or not answer.ids:
             return "accept"
-        if anchor[-1] in answer.ids or self._seen.any_of(answer.ids):
+        if anchor[-1] in answer.id_set or self._seen.any_of(answer.id_set):
             return "accept"
         if self._adjacent(slot):
             return "accept"
@@ -958,7 +956,7 @@ class Planner(Generic[P]):
         start = 0
         found = False
         anchor = self._anchor
-        id_set = frozenset(ids)
+        id_set = answer.id_set
         known = seen.any_of(id_set)  # any work of the page seen before
         if not self._searching and anchor and anchor[-1] not in ids and known:
             # The page lies wholly above the last work handed out (works arrived and
@@ -998,7 +996,7 @@ class Planner(Generic[P]):
                 on_page.add(wid)
                 keep.append(i)
         self.stats.duplicates += len(ids) - start - len(keep)
-        seen.add(ids, new=fresh)
+        seen.add(id_set)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import math
+import operator
 import re
 import time
 from collections.abc import AsyncGenerator, Hashable, Iterator, Sequence
@@ -101,6 +102,8 @@ _WORK_HEAD_DECODER: Final = msgspec.json.Decoder(_WorkHead)
 _HEADS_PAGE_DECODER: Final = msgspec.json.Decoder(_HeadsPage)
 #: The one field the walk cannot do without: it finds its place by work ids.
 _REQUIRED: Final = (("workId",),)
+_WORK_ID: Final = operator.attrgetter("work_id")
+_CREATE_TIME: Final = operator.attrgetter("create_time")
 
 
 class Drift:
@@ -403,7 +406,7 @@ def _page_answer(
 ) -> Answer[_Fetched[Any]]:
     """What the planner reads of a page: entries, work ids, the head, create times."""
     heads = fetched.heads
-    ids = [h.work_id for h in heads]
+    ids: list[int] = list(map(_WORK_ID, heads))
     if None in ids:
         _check_ids(history, heads, fetched.url)  # says which
     head: Hashable = None
@@ -422,7 +425,7 @@ def _page_answer(
         ids=ids,
         head=head,
         payload=fetched,
-        times=[h.create_time for h in heads] if times else None,
+        times=list(map(_CREATE_TIME, heads)) if times else None,
     )
 
 
@@ -464,9 +467,13 @@ class Walk(Generic[M]):
             email = resume.email
             start_page = resume.next_page
         # Validates page number and size, content type and email before any request.
-        _http.assets_params(
-            page_num=start_page, page_size=page_size, content_type=content_type, email=email
+        params = _http.assets_params(
+            page_num=start_page,
+            page_size=page_size,
+            content_type=content_type,
+            email=email if email is not None else kling._email,
         )
+        self._params = {k: v for k, v in params.items() if k not in ("pageNum", "pageSize")}
         for name, value in (("max_items", max_items), ("max_pages", max_pages)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int or None")
@@ -544,7 +551,8 @@ class Walk(Generic[M]):
 
     async def _fetch(self, req: PlanRequest) -> Answer[_Fetched[M]]:
         kling = self._kling
-        params = kling._params(req.page_num, req.page_size, self.content_type, self.email)
+        # Checked once (in __init__); only the page and its size change from one to the next.
+        params = {"pageNum": str(req.page_num), "pageSize": str(req.page_size), **self._params}
         started, retries = time.monotonic(), self._retry.retries
         body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
         auto = self._auto
@@ -646,7 +654,8 @@ class Walk(Generic[M]):
                 if task is not None:
                     task.cancel()
                     cancelled.add(task)  # awaited at the end: no request outlives the walk
-            cancelled.difference_update([t for t in cancelled if t.done()])
+            if cancelled:
+                cancelled.difference_update([t for t in cancelled if t.done()])
             return sent
 
         try:
