@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from typing import Any
 
 import msgspec
@@ -256,3 +257,18 @@ def test_frozen_reference_is_the_old_shape() -> None:
     assert isinstance(page, TodayAssetsPage) and page.history[0].works[0].task_info is not None
     assert page.history[0].works[0].task_info.inputs == []
     assert SelfComment().tags == ()
+
+
+def test_load_lets_the_page_bytes_go() -> None:
+    """An unread part is a slice of its page: a work kept holds the page's bytes until
+    load() (as the README says), then no longer."""
+    body = FakeLibrary(30, seed=2).page_bytes(1, 30)
+    page = ASSETS_PAGE_DECODER.decode(body)
+    work = page.history[0].works[0]
+    del page
+    gc.collect()
+    held = sys.getrefcount(body)
+    assert held > 2  # this name, the call's argument, and the work's unread parts
+    work.load()
+    gc.collect()
+    assert sys.getrefcount(body) == 2
