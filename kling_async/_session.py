@@ -96,6 +96,21 @@ class WatchOptions(TypedDict, total=False):
     raw: bool
 
 
+class _Shared:
+    """The shared ``aiohttp.ClientSession`` as an async context manager that does nothing."""
+
+    __slots__ = ("http",)
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        return self.http
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
 class _Pool:
     """A connection pool opened for the calls running outside ``async with`` in one loop."""
 
@@ -316,14 +331,16 @@ class KlingSession:
         if self._session is not None and self._session.closed:
             raise SessionClosedError("the aiohttp.ClientSession given to KlingSession is closed")
 
-    @asynccontextmanager
-    async def _pool(self) -> AsyncIterator[aiohttp.ClientSession]:
+    def _pool(self) -> AbstractAsyncContextManager[aiohttp.ClientSession]:
         """The connection pool for one call: the shared one, else one opened for the calls
         running outside ``async with`` in this loop, closed when the last of them ends."""
         self._check_open()
         if self._session is not None:
-            yield self._session
-            return
+            return _Shared(self._session)  # every request of a walk: no generator to run
+        return self._loop_pool()
+
+    @asynccontextmanager
+    async def _loop_pool(self) -> AsyncIterator[aiohttp.ClientSession]:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None or pool.http.closed:

@@ -658,11 +658,14 @@ class Walk(Generic[M]):
                 cancelled.difference_update([t for t in cancelled if t.done()])
             return sent
 
+        # Whether nothing reached the planner since next_batch() last returned None: it would
+        # return None again (sending what it asked for changes nothing it decides on).
+        idle = False
         try:
             while True:
                 if flush():
                     await asyncio.sleep(0)  # let the new requests go out before handing out
-                batch = planner.next_batch()
+                batch = None if idle else planner.next_batch()
                 # No await from here to the yield: checkpoint() already counts this batch, and
                 # a commit (or a cancellation) in between would see it before its consumer.
                 if self.prefetch:
@@ -671,6 +674,7 @@ class Walk(Generic[M]):
                 if batch is not None:
                     yield self._batch(batch)
                     continue
+                idle = True
                 flush()
                 failed = planner.failed_request
                 if failed is not None:
@@ -686,12 +690,14 @@ class Walk(Generic[M]):
                         planner.receive_failure(req.id)
                     else:
                         planner.receive(req.id, answer)
+                    idle = False
                     continue
                 if not tasks:
                     if errors:  # a failure the planner had no use for: say what it was
                         raise next(iter(errors.values()))
                     raise RuntimeError("kling_async walk planner waits for no request (a bug)")
                 await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+                idle = False
                 for rid, task in list(tasks.items()):
                     if not task.done():
                         continue
