@@ -629,15 +629,15 @@ class Walk(Generic[M]):
         cancelled: set[asyncio.Task[Answer[_Fetched[M]]]] = set()
         errors: dict[int, BaseException] = {}
         stats = self.stats
-        # The one request the walk waits for when it has nothing else in flight (one page at
-        # a time): awaited in place, no task and no asyncio.wait() for it.
+        # The one request the walk waits for when it has nothing else in flight and pages are
+        # asked one at a time (prefetch 0): awaited in place, no task and no asyncio.wait().
         alone: PlanRequest | None = None
 
         def flush() -> bool:
             nonlocal alone
             sent = False
             requests = planner.take_requests()
-            if len(requests) == 1 and not tasks and alone is None:
+            if len(requests) == 1 and not tasks and alone is None and not planner.prefetch:
                 alone = requests[0]
                 requests = []
             elif requests and alone is not None:
