@@ -115,7 +115,7 @@ _RAW: Final = object()
 _Plan = object
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _raw_plan(type_: object) -> _Plan:
     return _plan_of(msgspec.inspect.type_info(type_), 0)
 

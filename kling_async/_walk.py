@@ -246,10 +246,46 @@ def to_epoch_ms(value: datetime | int | None, name: str = "since") -> int | None
     return _http.check_epoch_ms(value, name)
 
 
-_WORK_WIRE_NAMES: Final = frozenset(f.encode_name for f in msgspec.structs.fields(Work))
+_WORK_FIELDS: Final = {
+    f.encode_name: f.type
+    for f in msgspec.inspect.type_info(Work).fields  # type: ignore[attr-defined]
+}
 #: The fields a walk reads of every work, by attribute and wire name: the id always, the
 #: creation time with ``since`` (and for a watcher), the status for a watcher.
 _HEAD_FIELDS: Final = (("work_id", "workId"), ("create_time", "createTime"), ("status", "status"))
+_HEAD_WIRE: Final = frozenset(wire for _, wire in _HEAD_FIELDS)
+
+
+def _base(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """The type without its ``None`` (``int | None`` -> ``int``) and metadata."""
+    while isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
+    if isinstance(info, msgspec.inspect.UnionType):
+        rest = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(rest) == 1:
+            return _base(rest[0])
+    return info
+
+
+_OBJECT: Final = (msgspec.inspect.StructType, msgspec.inspect.DictType, msgspec.inspect.AnyType)
+
+
+def _type_error(field: msgspec.inspect.Field, expected: msgspec.inspect.Type) -> str | None:
+    """Why a model's field cannot read what Work reads at that wire name, or None."""
+    mine, theirs = _base(field.type), _base(expected)
+    if field.encode_name in _HEAD_WIRE:
+        # The walk reads these itself: an int, or nothing it can trust.
+        ok = isinstance(mine, msgspec.inspect.IntType)
+        return None if ok else "must be int | None (the walk reads it)"
+    if isinstance(mine, (msgspec.inspect.AnyType, msgspec.inspect.RawType)):
+        return None  # anything, or the part as sent
+    if isinstance(theirs, msgspec.inspect.RawType):  # a part Work decodes on first read
+        return None if isinstance(mine, _OBJECT) else "must be an object (a Struct, a dict)"
+    if type(mine) is type(theirs):
+        return None
+    return f"is {type(mine).__name__.removesuffix('Type').lower()}, Work's is " + (
+        type(theirs).__name__.removesuffix("Type").lower()
+    )
 
 
 def check_model(model: object) -> None:
@@ -258,9 +294,10 @@ def check_model(model: object) -> None:
     Raises:
         TypeError: Not a ``msgspec.Struct`` class.
         ValueError: A field that is not one of :class:`Work`'s on the wire (a typo, or a
-            Struct without ``rename="camel"``: it would read None for every work), or a
-            Struct option that cannot decode a work (``array_like``, a tag,
-            ``forbid_unknown_fields``).
+            Struct without ``rename="camel"``: it would read None for every work), of another
+            type than Work's (``workId``, ``createTime`` and ``status`` must be ints: the walk
+            reads them), without a default (the API promises no field), or a Struct option
+            that cannot decode a work (``array_like``, a tag, ``forbid_unknown_fields``).
     """
     if not (isinstance(model, type) and issubclass(model, msgspec.Struct)):
         raise TypeError(f"model must be a msgspec.Struct class declared like Work, got {model!r}")
@@ -274,16 +311,26 @@ def check_model(model: object) -> None:
         raise ValueError(
             f"model {name} forbids unknown fields: every work has more fields than it declares"
         )
+    fields = msgspec.inspect.type_info(model).fields  # type: ignore[attr-defined]
     unknown = [
         f"{field.name} (read as {field.encode_name!r})"
-        for field in msgspec.structs.fields(model)
-        if field.encode_name not in _WORK_WIRE_NAMES
+        for field in fields
+        if field.encode_name not in _WORK_FIELDS
     ]
     if unknown:
         raise ValueError(
             f"model {name}: {', '.join(unknown)} is not a field of Work on the wire; declare it"
             ' like Work (rename="camel", the names of Work\'s fields)'
         )
+    for field in fields:
+        if field.required:
+            raise ValueError(
+                f"model {name}: {field.name} has no default; give every field one (the API"
+                " may leave any field out, and a work without workId fails its page anyway)"
+            )
+        why = _type_error(field, _WORK_FIELDS[field.encode_name])
+        if why is not None:
+            raise ValueError(f"model {name}: {field.name} {why}")
 
 
 class _Codec(Generic[M]):
@@ -297,6 +344,8 @@ class _Codec(Generic[M]):
             _WorksPage[model]  # type: ignore[valid-type]
         )
         fields = {f.name: f.encode_name for f in msgspec.structs.fields(model)}
+        # The walk reads these off the model's works when it has them under Work's names (and
+        # as ints: check_model); else it decodes them apart.
         self.has = frozenset(attr for attr, wire in _HEAD_FIELDS if fields.get(attr) == wire)
         self.required: tuple[FieldPath, ...] = _REQUIRED if "work_id" in self.has else ()
 
@@ -658,14 +707,11 @@ class Walk(Generic[M]):
                 cancelled.difference_update([t for t in cancelled if t.done()])
             return sent
 
-        # Whether nothing reached the planner since next_batch() last returned None: it would
-        # return None again (sending what it asked for changes nothing it decides on).
-        idle = False
         try:
             while True:
                 if flush():
                     await asyncio.sleep(0)  # let the new requests go out before handing out
-                batch = None if idle else planner.next_batch()
+                batch = planner.next_batch()
                 # No await from here to the yield: checkpoint() already counts this batch, and
                 # a commit (or a cancellation) in between would see it before its consumer.
                 if self.prefetch:
@@ -674,7 +720,6 @@ class Walk(Generic[M]):
                 if batch is not None:
                     yield self._batch(batch)
                     continue
-                idle = True
                 flush()
                 failed = planner.failed_request
                 if failed is not None:
@@ -690,14 +735,12 @@ class Walk(Generic[M]):
                         planner.receive_failure(req.id)
                     else:
                         planner.receive(req.id, answer)
-                    idle = False
                     continue
                 if not tasks:
                     if errors:  # a failure the planner had no use for: say what it was
                         raise next(iter(errors.values()))
                     raise RuntimeError("kling_async walk planner waits for no request (a bug)")
                 await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-                idle = False
                 for rid, task in list(tasks.items()):
                     if not task.done():
                         continue

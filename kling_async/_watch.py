@@ -172,7 +172,10 @@ class Watcher(Generic[M]):
             ValueError: ``work`` is not the work yielded last.
         """
         last = self._last
-        if last is None or (last.work is not work and last.work != work):
+        # That very object, or (as before model=) any work with its id.
+        if last is None or (
+            last.work is not work and getattr(work, "work_id", None) != last.work_id
+        ):
             raise ValueError("give_back() takes the work yielded last")
         work_id, state = last.work_id, self.state
         if last.from_pending:

@@ -138,6 +138,37 @@ async def test_batches_carry_the_model_and_the_page_on_demand() -> None:
             "unknown fields",
         ),
         (msgspec.defstruct("Tagged", [("status", int | None, None)], tag=True), ValueError, "tag"),
+        # The walk reads ids, times and status off the model when it has them: ints only.
+        (
+            msgspec.defstruct("StatusText", [("status", str | None, None)], rename="camel"),
+            ValueError,
+            r"status must be int \| None",
+        ),
+        (
+            msgspec.defstruct("TimeText", [("create_time", str | None, None)], rename="camel"),
+            ValueError,
+            r"create_time must be int \| None",
+        ),
+        (
+            msgspec.defstruct("FloatId", [("work_id", float | None, None)], rename="camel"),
+            ValueError,
+            r"work_id must be int \| None",
+        ),
+        (
+            msgspec.defstruct("Mistyped", [("favored", int | None, None)], rename="camel"),
+            ValueError,
+            "favored is int, Work's is bool",
+        ),
+        (
+            msgspec.defstruct("Required", [("type", str)], rename="camel"),
+            ValueError,
+            "type has no default",
+        ),
+        (
+            msgspec.defstruct("FlatPart", [("resource", str | None, None)], rename="camel"),
+            ValueError,
+            "resource must be an object",
+        ),
     ],
 )
 async def test_a_model_that_cannot_decode_works_is_refused_before_any_request(
@@ -151,6 +182,35 @@ async def test_a_model_that_cannot_decode_works_is_refused_before_any_request(
         with pytest.raises(error, match=match):
             kling.watch_works(model=model)
     assert scripted.requests == []
+
+
+class MyResource(msgspec.Struct, rename="camel"):
+    resource: str | None = None
+    duration: int | None = None
+
+
+class Nested(msgspec.Struct, rename="camel"):
+    """A part as the user's own smaller Struct, another as dict, another as sent."""
+
+    work_id: int | None = None
+    resource: MyResource | None = None
+    task_info: dict[str, Any] | None = None
+    cover: msgspec.Raw | None = None
+
+
+async def test_a_model_may_declare_parts_its_own_way() -> None:
+    async with FakeKlingServer(tasks=30, seed=4) as server:
+        full, mine = await full_and_model(server, Nested)
+    assert len(mine) == len(full)
+    for work, nested in zip(full, mine, strict=True):
+        assert nested.work_id == work.work_id
+        if work.resource is not None:
+            assert nested.resource == MyResource(
+                resource=work.resource.resource, duration=work.resource.duration
+            )
+        if work.task_info is not None:
+            assert nested.task_info is not None
+            assert nested.task_info.get("type") == work.task_info.type
 
 
 async def test_drift_in_a_model_field_is_read_leniently(
@@ -202,6 +262,13 @@ async def test_watch_works_with_a_model_without_ids() -> None:
         with pytest.raises(ValueError, match="yielded last"):
             again.give_back(first)
         await again.aclose()
+        # With an id in the model, a copy of the work is taken back too (as with Work).
+        small = kling.watch_works(
+            interval=0.01, since=0, only_succeeded=False, model=Small, max_polls=1
+        )
+        mine = await small.__anext__()
+        small.give_back(msgspec.structs.replace(mine))
+        await small.aclose()
     assert all(type(w) is NoIds for w in got)
     assert [w.type for w in got] == [w.type for w in reversed(full)]
     assert first == got[0]
