@@ -28,7 +28,7 @@ simulation in ``tests/test_planner_sim.py`` checks the contract over generated s
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Final, Generic, TypeVar
 
@@ -58,6 +58,9 @@ CHECKPOINT_VERSION: Final = 2
 #: pages (up to :data:`MAX_CALM_PAGES`), back to this after a long one.
 CALM_PAGES: Final = 3
 MAX_CALM_PAGES: Final = 96
+#: Requests remembered (sent and received when) to count those that may have been served
+#: between two pages.
+_LOG_REQUESTS: Final = 512
 
 
 class WalkCheckpoint(msgspec.Struct, kw_only=True):
@@ -271,11 +274,15 @@ class _Window:
     works already seen pushes nothing out.
     """
 
-    __slots__ = ("_ids", "max_ids")
+    __slots__ = ("_ids", "evicted", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
+        self.evicted = False  # an id was ever pushed out
         self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
     def __contains__(self, item: int) -> bool:
         return item in self._ids
@@ -293,6 +300,14 @@ class _Window:
                 known[i] = None
         while len(known) > self.max_ids:
             known.popitem(last=False)
+            self.evicted = True
+
+    def touch(self, ids: Sequence[int]) -> None:
+        """Refresh the ids of ``ids`` that are here; add none."""
+        known = self._ids
+        for i in ids:
+            if i in known:
+                known.move_to_end(i)
 
     def ids(self) -> list[int]:
         """The ids, least recently seen first."""
@@ -364,6 +379,10 @@ class Planner(Generic[P]):
         self._search_set: frozenset[int] = frozenset()
         self._yielded = 0
         self._first_page = start_page  # the first page of this walk at this size
+        # Every work above the walk's place was handed out by this walk (it began at page 1,
+        # not from a checkpoint): with none of their ids forgotten, a page holding none of
+        # them lies below the place, or holds nothing but works that arrived.
+        self._whole = start_page == 1 and resume is None
         recent: list[int] = []
         if resume is not None:
             resume.validate()
@@ -396,6 +415,8 @@ class Planner(Generic[P]):
         self._received = 0
         self._next_id = 0
         self._by_id: dict[int, _Slot[P]] = {}
+        self._log: deque[_Slot[P]] = deque(maxlen=_LOG_REQUESTS)  # every request, recent
+        self._peek = 0  # a search for the place begun on the page after the place's page
         self._pages: dict[int, _Slot[P]] = {}  # page_num -> its current request
         self._next_emit = self._delivered + 1
         self._page_requests = 0
@@ -560,6 +581,7 @@ class Planner(Generic[P]):
                 other.solo = alone = False
         slot.solo = alone
         self._by_id[req.id] = slot
+        self._log.append(slot)
         self._out.append(req)
         if probe:
             self.stats.probes += 1
@@ -591,6 +613,7 @@ class Planner(Generic[P]):
     def _cancel(self, slot: _Slot[P]) -> None:
         if self._by_id.pop(slot.req.id, None) is not None and slot.answer is None:
             self._cancels.append(slot.req.id)
+            slot.recv_seq = self._seq  # gone: served no later than now, if at all
         if self._pages.get(slot.req.page_num) is slot:
             del self._pages[slot.req.page_num]
         if slot is self._probe:
@@ -608,6 +631,7 @@ class Planner(Generic[P]):
     def _cancel_all(self) -> None:
         for slot in list(self._by_id.values()):
             self._cancel(slot)
+        self._peek = 0
         self._pages.clear()
         self._need_hi = []
         self._probe = None
@@ -668,12 +692,45 @@ class Planner(Generic[P]):
         # Pipelined, pages received wait in a buffer for their proof while more go out; one
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
-        while in_flight < depth and (buffered < 4 * depth if pipelining else not buffered):
-            if self._at_max_pages():
+        room = depth
+        if pipelining and self._whole and depth > 2 * self._delivered + 2:
+            nxt = self._pages.get(self._delivered + 1)
+            if nxt is None or nxt.answer is None:
+                # Right after page 1, few enough pages until the next one is received that
+                # it can be placed without a head probe (see _bounded).
+                room = 2 * self._delivered + 2 - buffered
+        nxt = self._pages.get(self._delivered + 1)
+        if (
+            pipelining
+            and nxt is not None
+            and nxt.answer is not None
+            and self._decide(nxt) in ("reject", "lost")
+        ):
+            room = 0  # the walk is about to go back: nothing more now
+        sends: list[int] = []
+        page_num = max(self._next_emit, self._delivered + 1)
+        while in_flight + len(sends) < room and (
+            buffered < 4 * depth if pipelining else not buffered
+        ):
+            if self.max_pages is not None and self._page_requests + len(sends) >= self.max_pages:
                 break
-            page_num = max(self._next_emit, self._delivered + 1)
             if page_num in self._pages or (end_at is not None and page_num > end_at):
                 break
+            sends.append(page_num)
+            page_num += 1
+        if (
+            pipelining
+            and sends
+            and self._probe is None
+            and not self._repipeline
+            and self._delivered >= self._solo_until
+            and self._probe_due(depth, in_flight + len(sends), buffered)
+        ):
+            # The probe for the pages received goes out before the pages that follow them:
+            # a server taking requests in order then serves it before them, and the fewer
+            # requests between the head probes, the likelier they show the same head.
+            self._emit(1, 1, probe=True)
+        for page_num in sends:
             slot = self._emit(page_num, self.size)
             slot.refetch = page_num == self._refetch_page
             self._pages[page_num] = slot
@@ -689,28 +746,31 @@ class Planner(Generic[P]):
                 return
             self._emit(1, 1, probe=True)
             return
-        if self._repipeline:
+        if self._repipeline or self._probe_due(depth, in_flight, buffered):
             self._emit(1, 1, probe=True)
-        elif self._need_hi:
-            # One probe answers for every page received before it was sent: send one when
-            # enough are waiting, or when waiting is all that is left to do.
-            nxt = self._pages.get(self._delivered + 1)
-            blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
-            # On probation (pipelining just began), fail fast if works arrive, but wait for
-            # the pages sent with the blocked one: one probe then vouches for them all.
-            probation = self._pipelined_run < 2 * depth and not any(
-                s.answer is None and not s.failed and nxt is not None and s.wave <= nxt.wave
-                for s in self._pages.values()
-            )
-            if blocked and (
-                len(self._need_hi) >= 2 * depth
-                or probation
-                or in_flight == 0
-                or buffered >= 3 * depth
-                or not self._pipelining()
-                or (nxt is not None and nxt.answer is not None and nxt.answer.n_entries == 0)
-            ):
-                self._emit(1, 1, probe=True)
+
+    def _probe_due(self, depth: int, in_flight: int, buffered: int) -> bool:
+        """Whether a head probe should go out now (none in flight)."""
+        if not self._need_hi:
+            return False
+        # One probe answers for every page received before it was sent: send one when
+        # enough are waiting, or when waiting is all that is left to do.
+        nxt = self._pages.get(self._delivered + 1)
+        blocked = nxt is not None and nxt.answer is not None and self._decide(nxt) == "wait"
+        # On probation (pipelining just began), fail fast if works arrive, but wait for
+        # the pages sent with the blocked one: one probe then vouches for them all.
+        probation = self._pipelined_run < 2 * depth and not any(
+            s.answer is None and not s.failed and nxt is not None and s.wave <= nxt.wave
+            for s in self._pages.values()
+        )
+        return blocked and (
+            len(self._need_hi) >= 2 * depth
+            or probation
+            or in_flight == 0
+            or buffered >= 3 * depth
+            or not self._pipelining()
+            or (nxt is not None and nxt.answer is not None and nxt.answer.n_entries == 0)
+        )
 
     # -- handing pages out --------------------------------------------------------------
 
@@ -746,7 +806,7 @@ class Planner(Generic[P]):
             return "accept"  # holds a work of the page above, so it was served after it
         if slot.lo is None:
             return "reject"  # sent before any probe was answered: nothing can vouch for it
-        if self._delivered - self._arrivals_seen <= 2 * (self.prefetch + 1):
+        if self._arriving():
             # Works were arriving a moment ago: a probe would most likely say so. Ask again
             # now rather than a round trip later.
             return "reject"
@@ -755,6 +815,10 @@ class Planner(Generic[P]):
         if last.hi <= slot.lo:
             return "accept"  # no work arrived between the head probes around the two pages
         return "reject"
+
+    def _arriving(self) -> bool:
+        """Works were seen arriving a moment ago."""
+        return self._delivered - self._arrivals_seen <= 2 * (self.prefetch + 1)
 
     def _advance(self) -> tuple[bool, Batch[P] | None]:
         """Try to hand out the next page: (whether anything changed, the batch if any)."""
@@ -804,9 +868,9 @@ class Planner(Generic[P]):
             return "accept"
         if anchor[-1] in answer.ids or self._seen.any_of(answer.ids):
             return "accept"
-        if self._adjacent(slot):
+        if self._adjacent(slot) or self._bounded(slot):
             return "accept"
-        if last.lo is not None and slot.hi is None:
+        if last.lo is not None and slot.hi is None and not self._arriving():
             return "wait"  # the next head probe may show that nothing arrived
         return "lost"
 
@@ -826,6 +890,53 @@ class Planner(Generic[P]):
             return True
         return last.lo is not None and slot.hi is not None and last.lo == slot.hi
 
+    def _bounded(self, slot: _Slot[P]) -> bool:
+        """Too few requests may have been served between the page above (page ``n``) and
+        this page of works all new (served after it) for it to be anything but the next
+        stretch.
+
+        Had k works arrived in between (k > 0), the page would hold a work of the page
+        above (k under two pages), or works of the pages above that, handed out by this
+        walk and remembered (k under n + 1 pages, while the walk remembers every work it
+        handed out). Below half a page of arrivals per request, k stays under two pages
+        while at most 3 other requests may have been served in between, and under n + 1
+        pages while at most 2n + 1. (Faster arrivals may make it a page of works that
+        arrived: the walk then finds its place further down, or stops with
+        WalkStalledError, never losing a work.)
+        """
+        last = self._last
+        assert last is not None
+        if not self.size_proven:
+            return False
+        between = self._between(last, slot)
+        if between is None:
+            return False
+        if between <= 3:
+            return True
+        if not self._whole or self._seen.evicted:
+            return False
+        above = last.req.page_num
+        # Room to remember every work the walk may read before it is back below its place.
+        if len(self._seen) + 8 * (above + 1) * self.size > self._seen.max_ids:
+            return False
+        return between <= 2 * above + 1
+
+    def _between(self, last: _Slot[P], slot: _Slot[P]) -> int | None:
+        """Requests that may have been served after ``last`` and before ``slot`` (sent before
+        ``slot`` was received, received after ``last`` was sent, or never); None if the
+        log no longer reaches back far enough to tell."""
+        log = self._log
+        if len(log) == log.maxlen and log[0].emit_seq >= last.emit_seq:
+            return None
+        lo, hi = last.emit_seq, slot.recv_seq
+        count = 0
+        for other in log:
+            if other is last or other is slot or other.emit_seq > hi:
+                continue
+            if other.recv_seq == 0 or other.recv_seq > lo:
+                count += 1
+        return count
+
     def _rewind(self, page_num: int) -> None:
         """Ask again from ``page_num`` (handed out already), one page at a time, alone."""
         self.stats.refetches += 1
@@ -840,14 +951,22 @@ class Planner(Generic[P]):
         self._stop_pipelining()
 
     def _search_from_anchor(self) -> None:
-        """Read again from the page where the walk's place was last seen, down to it."""
+        """Read again from the page where the walk's place was last seen, down to it.
+
+        The page after it first: works arriving push the place down onto it, and then the
+        page where it was is not needed. Only if that page holds no work seen before (it may
+        lie right below the place, or be a page of arrivals) is the page of the place read.
+        """
         self.stats.refetches += 1
         log.debug(
             "page %d may be a page of arrivals: finding the walk's place again", self._delivered + 1
         )
         self._cancel_all()
-        self._delivered = self._anchor_page - 1
-        self._next_emit = self._anchor_page
+        if self._anchor and self._anchor_page == self._delivered:
+            self._peek = self._anchor_page + 1
+        else:
+            self._delivered = self._anchor_page - 1
+        self._next_emit = self._delivered + 1
         self._searching = True
         self._search_set = frozenset(self._anchor)
         self._last = None
@@ -886,6 +1005,15 @@ class Planner(Generic[P]):
         ids = answer.ids
         entries = answer.n_entries
         seen = self._seen
+        if self._peek == n:
+            self._peek = 0
+            if not entries or not (seen.any_of(ids) or not self._search_set.isdisjoint(ids)):
+                # Nothing here says where it lies against the place: read from the page the
+                # place was on.
+                self._delivered = self._anchor_page - 1
+                self._next_emit = self._anchor_page
+                self._solo = True
+                return None
 
         if self._short is not None and self._short[0] == n - 1:
             short_page, short_entries = self._short
@@ -986,7 +1114,13 @@ class Planner(Generic[P]):
             on_page.add(wid)
             keep.append(i)
         self.stats.duplicates += len(ids) - start - len(keep)
-        seen.add(ids)
+        if start:
+            # Works above the place: those handed out stay remembered; the others (works
+            # that arrived) are not taken for handed out, should the place be above them.
+            seen.touch(ids[:start])
+            seen.add(ids[start:])
+        else:
+            seen.add(ids)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times
