@@ -274,15 +274,11 @@ class _Window:
     works already seen pushes nothing out.
     """
 
-    __slots__ = ("_ids", "evicted", "max_ids")
+    __slots__ = ("_ids", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
-        self.evicted = False  # an id was ever pushed out
         self._ids: OrderedDict[int, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
     def __contains__(self, item: int) -> bool:
         return item in self._ids
@@ -300,7 +296,6 @@ class _Window:
                 known[i] = None
         while len(known) > self.max_ids:
             known.popitem(last=False)
-            self.evicted = True
 
     def touch(self, ids: Sequence[int]) -> None:
         """Refresh the ids of ``ids`` that are here; add none."""
@@ -379,10 +374,6 @@ class Planner(Generic[P]):
         self._search_set: frozenset[int] = frozenset()
         self._yielded = 0
         self._first_page = start_page  # the first page of this walk at this size
-        # Every work above the walk's place was handed out by this walk (it began at page 1,
-        # not from a checkpoint): with none of their ids forgotten, a page holding none of
-        # them lies below the place, or holds nothing but works that arrived.
-        self._whole = start_page == 1 and resume is None
         recent: list[int] = []
         if resume is not None:
             resume.validate()
@@ -522,7 +513,27 @@ class Planner(Generic[P]):
                 del self._by_id[req_id]  # a page 1 cancelled as a page, kept as a probe
         else:
             self._need_hi.append(slot)
+            self._note_arrivals(slot)
         self._pump()
+
+    def _note_arrivals(self, slot: _Slot[P]) -> None:
+        """A page sharing a work with the page above or below it, both in hand: works
+        arrived between the two (its proof will most likely fail; see _arriving)."""
+        answer = slot.answer
+        n = slot.req.page_num
+        if answer is None or not answer.ids or self._pages.get(n) is not slot:
+            return
+        for other_num in (n - 1, n + 1):
+            if other_num == self._delivered and self._last is not None:
+                other_ids: Iterable[int] = self._last_set
+            else:
+                other = self._pages.get(other_num)
+                if other is None or other.answer is None:
+                    continue
+                other_ids = other.answer.ids
+            if not set(answer.ids).isdisjoint(other_ids):
+                self._arrivals_seen = max(self._arrivals_seen, self._delivered)
+                return
 
     def receive_failure(self, req_id: int) -> None:
         """A request failed for good (after the driver's retries)."""
@@ -693,20 +704,15 @@ class Planner(Generic[P]):
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
         room = depth
-        if pipelining and self._whole and depth > 2 * self._delivered + 2:
-            nxt = self._pages.get(self._delivered + 1)
-            if nxt is None or nxt.answer is None:
-                # Right after page 1, few enough pages until the next one is received that
-                # it can be placed without a head probe (see _bounded).
-                room = 2 * self._delivered + 2 - buffered
         nxt = self._pages.get(self._delivered + 1)
-        if (
-            pipelining
-            and nxt is not None
-            and nxt.answer is not None
-            and self._decide(nxt) in ("reject", "lost")
-        ):
-            room = 0  # the walk is about to go back: nothing more now
+        if pipelining and nxt is not None and nxt.answer is not None:
+            verdict = self._decide(nxt)
+            if verdict in ("reject", "lost"):
+                room = 0  # the walk is about to go back: nothing more now
+            elif verdict == "wait" and self._probation_wait(depth, nxt):
+                # On probation, the probe for the round goes out before the next round:
+                # the fewer requests between the head probes, the likelier they agree.
+                room = 0
         sends: list[int] = []
         page_num = max(self._next_emit, self._delivered + 1)
         while in_flight + len(sends) < room and (
@@ -748,6 +754,12 @@ class Planner(Generic[P]):
             return
         if self._repipeline or self._probe_due(depth, in_flight, buffered):
             self._emit(1, 1, probe=True)
+
+    def _probation_wait(self, depth: int, nxt: _Slot[P]) -> bool:
+        """On probation (pipelining just began), pages sent with ``nxt`` still in flight."""
+        return self._pipelined_run < 2 * depth and any(
+            s.answer is None and not s.failed and s.wave <= nxt.wave for s in self._pages.values()
+        )
 
     def _probe_due(self, depth: int, in_flight: int, buffered: int) -> bool:
         """Whether a head probe should go out now (none in flight)."""
@@ -891,35 +903,21 @@ class Planner(Generic[P]):
         return last.lo is not None and slot.hi is not None and last.lo == slot.hi
 
     def _bounded(self, slot: _Slot[P]) -> bool:
-        """Too few requests may have been served between the page above (page ``n``) and
-        this page of works all new (served after it) for it to be anything but the next
-        stretch.
+        """At most 3 other requests may have been served between the page above and this
+        page of works all new (served after it): it is the next stretch.
 
-        Had k works arrived in between (k > 0), the page would hold a work of the page
-        above (k under two pages), or works of the pages above that, handed out by this
-        walk and remembered (k under n + 1 pages, while the walk remembers every work it
-        handed out). Below half a page of arrivals per request, k stays under two pages
-        while at most 3 other requests may have been served in between, and under n + 1
-        pages while at most 2n + 1. (Faster arrivals may make it a page of works that
-        arrived: the walk then finds its place further down, or stops with
-        WalkStalledError, never losing a work.)
+        Had k works arrived in between (0 < k < two pages), the page would hold a work of
+        the page above. Below half a page of arrivals per request, the 4 requests (this
+        one included) bring fewer than two pages. (Faster arrivals may make it a page of
+        works that arrived, above the place: the walk then finds its place further down,
+        or stops with WalkStalledError, never losing a work.)
         """
         last = self._last
         assert last is not None
         if not self.size_proven:
             return False
         between = self._between(last, slot)
-        if between is None:
-            return False
-        if between <= 3:
-            return True
-        if not self._whole or self._seen.evicted:
-            return False
-        above = last.req.page_num
-        # Room to remember every work the walk may read before it is back below its place.
-        if len(self._seen) + 8 * (above + 1) * self.size > self._seen.max_ids:
-            return False
-        return between <= 2 * above + 1
+        return between is not None and between <= 3
 
     def _between(self, last: _Slot[P], slot: _Slot[P]) -> int | None:
         """Requests that may have been served after ``last`` and before ``slot`` (sent before
