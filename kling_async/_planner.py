@@ -916,24 +916,25 @@ class Planner(Generic[P]):
         assert last is not None
         if not self.size_proven:
             return False
-        between = self._between(last, slot)
-        return between is not None and between <= 3
+        return self._few_between(last, slot, 3)
 
-    def _between(self, last: _Slot[P], slot: _Slot[P]) -> int | None:
-        """Requests that may have been served after ``last`` and before ``slot`` (sent before
-        ``slot`` was received, received after ``last`` was sent, or never); None if the
-        log no longer reaches back far enough to tell."""
+    def _few_between(self, last: _Slot[P], slot: _Slot[P], most: int) -> bool:
+        """At most ``most`` requests may have been served after ``last`` and before ``slot``
+        (sent before ``slot`` was received, and received after ``last`` was sent or not at
+        all). False when the log no longer reaches back far enough to tell."""
         log = self._log
         if len(log) == log.maxlen and log[0].emit_seq >= last.emit_seq:
-            return None
+            return False
         lo, hi = last.emit_seq, slot.recv_seq
         count = 0
-        for other in log:
+        for other in reversed(log):
             if other is last or other is slot or other.emit_seq > hi:
                 continue
             if other.recv_seq == 0 or other.recv_seq > lo:
                 count += 1
-        return count
+                if count > most:
+                    return False
+        return True
 
     def _rewind(self, page_num: int) -> None:
         """Ask again from ``page_num`` (handed out already), one page at a time, alone."""
@@ -1008,6 +1009,7 @@ class Planner(Generic[P]):
             if not entries or not (seen.any_of(ids) or not self._search_set.isdisjoint(ids)):
                 # Nothing here says where it lies against the place: read from the page the
                 # place was on.
+                self.stats.refetches += 1
                 self._delivered = self._anchor_page - 1
                 self._next_emit = self._anchor_page
                 self._solo = True
