@@ -234,6 +234,18 @@ class WalkStats(msgspec.Struct, kw_only=True):
     converted where lossless, else read as None; the export still writes it as sent."""
 
 
+class _Mark:
+    """When a request was sent and received (0: not yet, or never): what the log keeps of
+    it, so that it holds no answer."""
+
+    __slots__ = ("emit", "recv", "rid")
+
+    def __init__(self, rid: int, emit: int) -> None:
+        self.rid = rid
+        self.emit = emit
+        self.recv = 0
+
+
 class _Slot(Generic[P]):
     """One request of the walk and what is known of when it was served."""
 
@@ -244,6 +256,7 @@ class _Slot(Generic[P]):
         "failed",
         "hi",
         "lo",
+        "mark",
         "recv_seq",
         "refetch",
         "req",
@@ -255,6 +268,7 @@ class _Slot(Generic[P]):
         self.req = req
         self.emit_seq = emit_seq
         self.recv_seq = 0
+        self.mark = _Mark(req.id, emit_seq)
         # Epochs of the head probes around it: lo, the last probe answered before it was
         # sent; hi, the first probe sent after it was received.
         self.lo = lo
@@ -406,7 +420,7 @@ class Planner(Generic[P]):
         self._received = 0
         self._next_id = 0
         self._by_id: dict[int, _Slot[P]] = {}
-        self._log: deque[_Slot[P]] = deque(maxlen=_LOG_REQUESTS)  # every request, recent
+        self._log: deque[_Mark] = deque(maxlen=_LOG_REQUESTS)  # every request, recent
         self._peek = 0  # a search for the place begun on the page after the place's page
         self._pages: dict[int, _Slot[P]] = {}  # page_num -> its current request
         self._next_emit = self._delivered + 1
@@ -505,7 +519,7 @@ class Planner(Generic[P]):
             return
         self._seq += 1
         self._received += 1
-        slot.recv_seq = self._seq
+        slot.recv_seq = slot.mark.recv = self._seq
         slot.answer = answer
         if slot is self._probe:
             self._probe_answered(slot, answer)
@@ -592,7 +606,7 @@ class Planner(Generic[P]):
                 other.solo = alone = False
         slot.solo = alone
         self._by_id[req.id] = slot
-        self._log.append(slot)
+        self._log.append(slot.mark)
         self._out.append(req)
         if probe:
             self.stats.probes += 1
@@ -624,7 +638,8 @@ class Planner(Generic[P]):
     def _cancel(self, slot: _Slot[P]) -> None:
         if self._by_id.pop(slot.req.id, None) is not None and slot.answer is None:
             self._cancels.append(slot.req.id)
-            slot.recv_seq = self._seq  # gone: served no later than now, if at all
+            # Gone: served no later than now, if at all.
+            slot.recv_seq = slot.mark.recv = self._seq
         if self._pages.get(slot.req.page_num) is slot:
             del self._pages[slot.req.page_num]
         if slot is self._probe:
@@ -923,14 +938,15 @@ class Planner(Generic[P]):
         (sent before ``slot`` was received, and received after ``last`` was sent or not at
         all). False when the log no longer reaches back far enough to tell."""
         log = self._log
-        if len(log) == log.maxlen and log[0].emit_seq >= last.emit_seq:
+        if len(log) == log.maxlen and log[0].emit >= last.emit_seq:
             return False
         lo, hi = last.emit_seq, slot.recv_seq
+        ends = (last.req.id, slot.req.id)
         count = 0
         for other in reversed(log):
-            if other is last or other is slot or other.emit_seq > hi:
+            if other.emit > hi or other.rid in ends:
                 continue
-            if other.recv_seq == 0 or other.recv_seq > lo:
+            if other.recv == 0 or other.recv > lo:
                 count += 1
                 if count > most:
                     return False
