@@ -28,6 +28,7 @@ simulation in ``tests/test_planner_sim.py`` checks the contract over generated s
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Final, Generic, TypeVar
 
@@ -57,6 +58,9 @@ CHECKPOINT_VERSION: Final = 2
 #: pages (up to :data:`MAX_CALM_PAGES`), back to this after a long one.
 CALM_PAGES: Final = 3
 MAX_CALM_PAGES: Final = 96
+#: Requests remembered (sent and received when) to count those that may have been served
+#: between two pages.
+_LOG_REQUESTS: Final = 512
 
 
 class WalkCheckpoint(msgspec.Struct, kw_only=True):
@@ -231,6 +235,18 @@ class WalkStats(msgspec.Struct, kw_only=True):
     converted where lossless, else read as None; the export still writes it as sent."""
 
 
+class _Mark:
+    """When a request was sent and received (0: not yet, or never): what the log keeps of
+    it, so that it holds no answer."""
+
+    __slots__ = ("emit", "recv", "rid")
+
+    def __init__(self, rid: int, emit: int) -> None:
+        self.rid = rid
+        self.emit = emit
+        self.recv = 0
+
+
 class _Slot(Generic[P]):
     """One request of the walk and what is known of when it was served."""
 
@@ -241,6 +257,7 @@ class _Slot(Generic[P]):
         "failed",
         "hi",
         "lo",
+        "mark",
         "recv_seq",
         "refetch",
         "req",
@@ -252,6 +269,7 @@ class _Slot(Generic[P]):
         self.req = req
         self.emit_seq = emit_seq
         self.recv_seq = 0
+        self.mark = _Mark(req.id, emit_seq)
         # Epochs of the head probes around it: lo, the last probe answered before it was
         # sent; hi, the first probe sent after it was received.
         self.lo = lo
@@ -265,40 +283,49 @@ class _Slot(Generic[P]):
 
 
 class _Window:
-    """The ids the walk saw last (at least the last ``max_ids``), with O(1) lookups.
+    """The ids the walk saw last (up to ``max_ids``), with O(1) lookups.
 
-    Two generations of ``max_ids`` each: ids go to the young one, which, once full, becomes
-    the old one (and the old one is dropped), so every id seen in the last ``max_ids`` is
-    here and no more than twice that. Ids seen again go to the young generation, so works
-    still drifting across pages stay in; a page of works already seen pushes nothing out.
-    Each page costs a few set operations in C, not a Python step per id.
+    Ids seen again move to the back, so works still drifting across pages stay in; a page of
+    works already seen pushes nothing out.
     """
 
-    __slots__ = ("_new", "_old", "max_ids")
+    __slots__ = ("_ids", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
-        self._new: set[int] = set()
-        self._old: set[int] = set()
+        self._ids: OrderedDict[int, None] = OrderedDict()
 
     def __contains__(self, item: int) -> bool:
-        return item in self._new or item in self._old
+        return item in self._ids
 
     def any_of(self, ids: Iterable[int]) -> bool:
-        """Whether any of ``ids`` is here."""
-        return not (self._new.isdisjoint(ids) and self._old.isdisjoint(ids))
+        """Whether any of ``ids`` is here (a set operation: called for every work of a page)."""
+        return not self._ids.keys().isdisjoint(ids)
 
-    def add(self, ids: Iterable[int]) -> None:
-        """Note ``ids`` as seen."""
-        young = self._new
-        young.update(ids)
-        if len(young) >= self.max_ids:
-            self._old, self._new = young, set()
+    def add(self, ids: Sequence[int], *, new: bool = False) -> None:
+        """Note ``ids`` as seen (``new``: the caller knows none of them is here yet)."""
+        known = self._ids
+        if new:
+            known.update(dict.fromkeys(ids))  # one C call for the usual page
+        else:
+            for i in ids:
+                if i in known:
+                    known.move_to_end(i)
+                else:
+                    known[i] = None
+        for _ in range(len(known) - self.max_ids):
+            known.popitem(last=False)
+
+    def touch(self, ids: Sequence[int]) -> None:
+        """Refresh the ids of ``ids`` that are here; add none."""
+        known = self._ids
+        for i in ids:
+            if i in known:
+                known.move_to_end(i)
 
     def ids(self) -> list[int]:
-        """The ids, the older generation first."""
-        young = self._new
-        return [*(self._old - young), *young]
+        """The ids, least recently seen first."""
+        return list(self._ids)
 
 
 class _Check(Generic[P]):
@@ -398,6 +425,8 @@ class Planner(Generic[P]):
         self._received = 0
         self._next_id = 0
         self._by_id: dict[int, _Slot[P]] = {}
+        self._log: deque[_Mark] = deque(maxlen=_LOG_REQUESTS)  # every request, recent
+        self._peek = 0  # a search for the place begun on the page after the place's page
         self._pages: dict[int, _Slot[P]] = {}  # page_num -> its current request
         self._next_emit = self._delivered + 1
         self._page_requests = 0
@@ -495,7 +524,7 @@ class Planner(Generic[P]):
             return
         self._seq += 1
         self._received += 1
-        slot.recv_seq = self._seq
+        slot.recv_seq = slot.mark.recv = self._seq
         slot.answer = answer
         if slot is self._probe:
             self._probe_answered(slot, answer)
@@ -503,9 +532,27 @@ class Planner(Generic[P]):
                 del self._by_id[req_id]  # a page 1 cancelled as a page, kept as a probe
         else:
             self._need_hi.append(slot)
-            if slot.req.page_num == self._delivered + 1 and self._check is None:
-                return  # the next page: next_batch() hands it out, then sends what follows
+            self._note_arrivals(slot)
         self._pump()
+
+    def _note_arrivals(self, slot: _Slot[P]) -> None:
+        """A page sharing a work with the page above or below it, both in hand: works
+        arrived between the two (its proof will most likely fail; see _arriving)."""
+        answer = slot.answer
+        n = slot.req.page_num
+        if answer is None or not answer.ids or self._pages.get(n) is not slot:
+            return
+        for other_num in (n - 1, n + 1):
+            if other_num == self._delivered and self._last is not None:
+                other_ids: Iterable[int] = self._last_set
+            else:
+                other = self._pages.get(other_num)
+                if other is None or other.answer is None:
+                    continue
+                other_ids = other.answer.ids
+            if not answer.id_set.isdisjoint(other_ids):
+                self._arrivals_seen = max(self._arrivals_seen, self._delivered)
+                return
 
     def receive_failure(self, req_id: int) -> None:
         """A request failed for good (after the driver's retries)."""
@@ -564,6 +611,7 @@ class Planner(Generic[P]):
                 other.solo = alone = False
         slot.solo = alone
         self._by_id[req.id] = slot
+        self._log.append(slot.mark)
         self._out.append(req)
         if probe:
             self.stats.probes += 1
@@ -595,6 +643,8 @@ class Planner(Generic[P]):
     def _cancel(self, slot: _Slot[P]) -> None:
         if self._by_id.pop(slot.req.id, None) is not None and slot.answer is None:
             self._cancels.append(slot.req.id)
+            # Gone: served no later than now, if at all.
+            slot.recv_seq = slot.mark.recv = self._seq
         if self._pages.get(slot.req.page_num) is slot:
             del self._pages[slot.req.page_num]
         if slot is self._probe:
@@ -612,6 +662,7 @@ class Planner(Generic[P]):
     def _cancel_all(self) -> None:
         for slot in list(self._by_id.values()):
             self._cancel(slot)
+        self._peek = 0
         self._pages.clear()
         self._need_hi = []
         self._probe = None
@@ -672,12 +723,40 @@ class Planner(Generic[P]):
         # Pipelined, pages received wait in a buffer for their proof while more go out; one
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
-        while in_flight < depth and (buffered < 4 * depth if pipelining else not buffered):
-            if self._at_max_pages():
+        room = depth
+        nxt = self._pages.get(self._delivered + 1)
+        if pipelining and nxt is not None and nxt.answer is not None:
+            verdict = self._decide(nxt)
+            if verdict in ("reject", "lost"):
+                room = 0  # the walk is about to go back: nothing more now
+            elif verdict == "wait" and self._probation_wait(depth, nxt):
+                # On probation, the probe for the round goes out before the next round:
+                # the fewer requests between the head probes, the likelier they agree.
+                room = 0
+        sends: list[int] = []
+        page_num = max(self._next_emit, self._delivered + 1)
+        while in_flight + len(sends) < room and (
+            buffered < 4 * depth if pipelining else not buffered
+        ):
+            if self.max_pages is not None and self._page_requests + len(sends) >= self.max_pages:
                 break
-            page_num = max(self._next_emit, self._delivered + 1)
             if page_num in self._pages or (end_at is not None and page_num > end_at):
                 break
+            sends.append(page_num)
+            page_num += 1
+        if (
+            pipelining
+            and sends
+            and self._probe is None
+            and not self._repipeline
+            and self._delivered >= self._solo_until
+            and self._probe_due(depth, in_flight + len(sends), buffered)
+        ):
+            # The probe for the pages received goes out before the pages that follow them:
+            # a server taking requests in order then serves it before them, and the fewer
+            # requests between the head probes, the likelier they show the same head.
+            self._emit(1, 1, probe=True)
+        for page_num in sends:
             slot = self._emit(page_num, self.size)
             slot.refetch = page_num == self._refetch_page
             self._pages[page_num] = slot
@@ -693,29 +772,37 @@ class Planner(Generic[P]):
                 return
             self._emit(1, 1, probe=True)
             return
-        if self._repipeline:
+        if self._repipeline or self._probe_due(depth, in_flight, buffered):
             self._emit(1, 1, probe=True)
-        elif self._need_hi:
-            # One probe answers for every page received before it was sent: send one when
-            # enough are waiting, or when waiting is all that is left to do.
-            nxt = self._pages.get(self._delivered + 1)
-            if nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
-                return  # not blocked
-            # On probation (pipelining just began), fail fast if works arrive, but wait for
-            # the pages sent with the blocked one: one probe then vouches for them all.
-            probation = self._pipelined_run < 2 * depth and not any(
-                s.answer is None and not s.failed and s.wave <= nxt.wave
-                for s in self._pages.values()
-            )
-            if (
-                len(self._need_hi) >= 2 * depth
-                or probation
-                or in_flight == 0
-                or buffered >= 3 * depth
-                or not self._pipelining()
-                or (nxt is not None and nxt.answer is not None and nxt.answer.n_entries == 0)
-            ):
-                self._emit(1, 1, probe=True)
+
+    def _probation_wait(self, depth: int, nxt: _Slot[P]) -> bool:
+        """On probation (pipelining just began), pages sent with ``nxt`` still in flight."""
+        return self._pipelined_run < 2 * depth and any(
+            s.answer is None and not s.failed and s.wave <= nxt.wave for s in self._pages.values()
+        )
+
+    def _probe_due(self, depth: int, in_flight: int, buffered: int) -> bool:
+        """Whether a head probe should go out now (none in flight)."""
+        if not self._need_hi:
+            return False
+        # One probe answers for every page received before it was sent: send one when
+        # enough are waiting, or when waiting is all that is left to do.
+        nxt = self._pages.get(self._delivered + 1)
+        if nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
+            return False  # not blocked
+        # On probation (pipelining just began), fail fast if works arrive, but wait for
+        # the pages sent with the blocked one: one probe then vouches for them all.
+        probation = self._pipelined_run < 2 * depth and not any(
+            s.answer is None and not s.failed and s.wave <= nxt.wave for s in self._pages.values()
+        )
+        return (
+            len(self._need_hi) >= 2 * depth
+            or probation
+            or in_flight == 0
+            or buffered >= 3 * depth
+            or not self._pipelining()
+            or nxt.answer.n_entries == 0
+        )
 
     # -- handing pages out --------------------------------------------------------------
 
@@ -750,7 +837,7 @@ class Planner(Generic[P]):
             return "accept"  # holds a work of the page above, so it was served after it
         if slot.lo is None:
             return "reject"  # sent before any probe was answered: nothing can vouch for it
-        if self._delivered - self._arrivals_seen <= 2 * (self.prefetch + 1):
+        if self._arriving():
             # Works were arriving a moment ago: a probe would most likely say so. Ask again
             # now rather than a round trip later.
             return "reject"
@@ -759,6 +846,10 @@ class Planner(Generic[P]):
         if last.hi <= slot.lo:
             return "accept"  # no work arrived between the head probes around the two pages
         return "reject"
+
+    def _arriving(self) -> bool:
+        """Works were seen arriving a moment ago."""
+        return self._delivered - self._arrivals_seen <= 2 * (self.prefetch + 1)
 
     def _advance(self) -> tuple[bool, Batch[P] | None]:
         """Try to hand out the next page: (whether anything changed, the batch if any)."""
@@ -808,9 +899,9 @@ class Planner(Generic[P]):
             return "accept"
         if anchor[-1] in answer.id_set or self._seen.any_of(answer.id_set):
             return "accept"
-        if self._adjacent(slot):
+        if self._adjacent(slot) or self._bounded(slot):
             return "accept"
-        if last.lo is not None and slot.hi is None:
+        if last.lo is not None and slot.hi is None and not self._arriving():
             return "wait"  # the next head probe may show that nothing arrived
         return "lost"
 
@@ -830,6 +921,41 @@ class Planner(Generic[P]):
             return True
         return last.lo is not None and slot.hi is not None and last.lo == slot.hi
 
+    def _bounded(self, slot: _Slot[P]) -> bool:
+        """At most 3 other requests may have been served between the page above and this
+        page of works all new (served after it): it is the next stretch.
+
+        Had k works arrived in between (0 < k < two pages), the page would hold a work of
+        the page above. Below half a page of arrivals per request, the 4 requests (this
+        one included) bring fewer than two pages. (Faster arrivals may make it a page of
+        works that arrived, above the place: the walk then finds its place further down,
+        or stops with WalkStalledError, never losing a work.)
+        """
+        last = self._last
+        assert last is not None
+        if not self.size_proven:
+            return False
+        return self._few_between(last, slot, 3)
+
+    def _few_between(self, last: _Slot[P], slot: _Slot[P], most: int) -> bool:
+        """At most ``most`` requests may have been served after ``last`` and before ``slot``
+        (sent before ``slot`` was received, and received after ``last`` was sent or not at
+        all). False when the log no longer reaches back far enough to tell."""
+        log = self._log
+        if len(log) == log.maxlen and log[0].emit >= last.emit_seq:
+            return False
+        lo, hi = last.emit_seq, slot.recv_seq
+        ends = (last.req.id, slot.req.id)
+        count = 0
+        for other in reversed(log):
+            if other.emit > hi or other.rid in ends:
+                continue
+            if other.recv == 0 or other.recv > lo:
+                count += 1
+                if count > most:
+                    return False
+        return True
+
     def _rewind(self, page_num: int) -> None:
         """Ask again from ``page_num`` (handed out already), one page at a time, alone."""
         self.stats.refetches += 1
@@ -844,14 +970,22 @@ class Planner(Generic[P]):
         self._stop_pipelining()
 
     def _search_from_anchor(self) -> None:
-        """Read again from the page where the walk's place was last seen, down to it."""
+        """Read again from the page where the walk's place was last seen, down to it.
+
+        The page after it first: works arriving push the place down onto it, and then the
+        page where it was is not needed. Only if that page holds no work seen before (it may
+        lie right below the place, or be a page of arrivals) is the page of the place read.
+        """
         self.stats.refetches += 1
         log.debug(
             "page %d may be a page of arrivals: finding the walk's place again", self._delivered + 1
         )
         self._cancel_all()
-        self._delivered = self._anchor_page - 1
-        self._next_emit = self._anchor_page
+        if self._anchor and self._anchor_page == self._delivered:
+            self._peek = self._anchor_page + 1
+        else:
+            self._delivered = self._anchor_page - 1
+        self._next_emit = self._delivered + 1
         self._searching = True
         self._search_set = frozenset(self._anchor)
         self._last = None
@@ -890,6 +1024,16 @@ class Planner(Generic[P]):
         ids = answer.ids
         entries = answer.n_entries
         seen = self._seen
+        if self._peek == n:
+            self._peek = 0
+            if not entries or not (seen.any_of(ids) or not self._search_set.isdisjoint(ids)):
+                # Nothing here says where it lies against the place: read from the page the
+                # place was on.
+                self.stats.refetches += 1
+                self._delivered = self._anchor_page - 1
+                self._next_emit = self._anchor_page
+                self._solo = True
+                return None
 
         if self._short is not None and self._short[0] == n - 1:
             short_page, short_entries = self._short
@@ -996,7 +1140,13 @@ class Planner(Generic[P]):
                 on_page.add(wid)
                 keep.append(i)
         self.stats.duplicates += len(ids) - start - len(keep)
-        seen.add(id_set)
+        if start:
+            # Works above the place: those handed out stay remembered; the others (works
+            # that arrived) are not taken for handed out, should the place be above them.
+            seen.touch(ids[:start])
+            seen.add(ids[start:])
+        else:
+            seen.add(ids, new=fresh)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from kling_async import ResumeError, WalkStalledError
 from kling_async._planner import Planner, PlanRequest, WalkCheckpoint
 
-from .walksim import Run, Schedule, Server, drive
+from .walksim import Run, Schedule, Server, drive, drive_rounds
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("KLING_SIM_EXAMPLES", "600")),
@@ -203,6 +203,42 @@ def test_static_library_costs_few_extra_requests(prefetch: int) -> None:
     run = drive(planner, server, Schedule(rng, deliver_bias=0.3))
     assert run.yielded == list(range(1, 4001))
     assert run.requests <= 1.25 * 101
+
+
+def library(tasks: int) -> Server:
+    return Server(tasks=[(i,) for i in range(1, tasks + 1)])
+
+
+def test_static_library_prefetch_4_takes_a_quarter_of_the_round_trips() -> None:
+    """The benchmark's static library (4,000 tasks, 101 pages of 40) in round trips, as the
+    benchmarks' fake server serves them: prefetch=4 takes at most 1/4.2 of the round trips
+    of prefetch=0, with at most a quarter more requests."""
+    walks = {}
+    for prefetch in (0, 4):
+        planner: Planner[list[int]] = Planner(page_size=40, prefetch=prefetch)
+        walks[prefetch] = drive_rounds(planner, library(4000), 0.0)
+        assert walks[prefetch].run.yielded == list(range(1, 4001))
+    assert walks[0].round_trips == 101
+    assert walks[4].round_trips * 4.2 <= walks[0].round_trips
+    assert walks[4].run.requests <= 1.25 * walks[0].run.requests
+
+
+@pytest.mark.parametrize("inserts", [0.05, 0.1, 0.5, 1.0])
+def test_steady_arrivals_cost_no_round_trip(inserts: float) -> None:
+    """Works arriving at the head before every request (the benchmark's "steady arrivals":
+    2,000 tasks, pages of 40, requests served in the order sent): prefetch=4 takes no more
+    round trips than prefetch=0, asks at most one page again (no read back from the page
+    of the walk's place), and yields every work that existed once."""
+    walks = {}
+    for prefetch in (0, 4):
+        server = library(2000)
+        planner: Planner[list[int]] = Planner(page_size=40, prefetch=prefetch)
+        walks[prefetch] = drive_rounds(planner, server, inserts)
+        assert walks[prefetch].run.finished
+        assert_exactly_once(walks[prefetch].run.yielded, list(range(1, 2001)))
+        assert planner.stats.refetches <= 1
+    assert walks[4].round_trips <= walks[0].round_trips
+    assert walks[4].run.requests <= 1.4 * walks[0].run.requests
 
 
 def test_a_failed_page_is_reported_not_waited_for() -> None:

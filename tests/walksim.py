@@ -141,3 +141,61 @@ def drive(
                 server.delete(rng)
             answered[rid] = server.answer(page_num, size)
     raise AssertionError("the walk did not end")
+
+
+@dataclass
+class Rounds:
+    """A walk driven in round trips (see :func:`drive_rounds`)."""
+
+    run: Run
+    round_trips: int
+
+
+def drive_rounds(planner: Planner[list[int]], server: Server, inserts_per_request: float) -> Rounds:
+    """Run ``planner`` against ``server`` in round trips, as the benchmarks' fake server does.
+
+    Every request sent in one round trip is served in the next, in the order it was sent;
+    ``inserts_per_request`` new works arrive at the head before each is served (fractions add
+    up: 0.1 is one work every tenth request, probes included). The answers of a round trip
+    reach the planner in the order their requests were sent; what it asks meanwhile goes out
+    in the next. Deterministic: the round trips a walk takes stand in for its wall time.
+    """
+    run = Run()
+    debt = 0.0
+    round_trips = 0
+    sent: list[tuple[int, int, int]] = []  # (id, page, size), in the order sent
+    cancelled: set[int] = set()
+
+    def flush() -> None:
+        for req in planner.take_requests():
+            sent.append((req.id, req.page_num, req.page_size))
+            run.requests += 1
+        cancelled.update(planner.take_cancels())
+
+    def hand_out() -> None:
+        flush()
+        while (batch := planner.next_batch()) is not None:
+            run.yielded.extend(batch.payload[i] for i in batch.keep)
+            flush()
+        flush()
+
+    hand_out()
+    while not planner.done:
+        # Requests cancelled before they went out are never served.
+        serving = [s for s in sent if s[0] not in cancelled]
+        assert serving, "the planner waits for nothing"
+        sent.clear()
+        round_trips += 1
+        answers = []
+        for rid, page_num, size in serving:
+            debt += inserts_per_request
+            arrived = int(debt)
+            debt -= arrived
+            server.arrive(arrived)
+            answers.append((rid, server.answer(page_num, size)))
+        for rid, answer in answers:
+            if rid not in cancelled:
+                planner.receive(rid, answer)
+                hand_out()
+    run.finished = planner.finished
+    return Rounds(run, round_trips)
