@@ -28,8 +28,8 @@ simulation in ``tests/test_planner_sim.py`` checks the contract over generated s
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections import deque
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from typing import Final, Generic, TypeVar
 
 import msgspec
@@ -283,49 +283,52 @@ class _Slot(Generic[P]):
 
 
 class _Window:
-    """The ids the walk saw last (up to ``max_ids``), with O(1) lookups.
+    """The ids the walk saw last (at least what an LRU of ``max_ids`` would hold), with O(1)
+    lookups.
 
-    Ids seen again move to the back, so works still drifting across pages stay in; a page of
-    works already seen pushes nothing out.
+    Two generations: ids go to the young one; once ``max_ids`` ids new to the window have
+    been added to it, it becomes the old one and the old one is dropped. An id is dropped
+    only after ``max_ids`` new ids came after its last add or touch, as an LRU of ``max_ids``
+    would have dropped it too. Ids seen again (:meth:`touch`, or added again) go to the young
+    generation, so works still drifting across pages stay in; a page of works already seen
+    pushes nothing out. A page costs a few set operations in C, not a step per id.
     """
 
-    __slots__ = ("_ids", "max_ids")
+    __slots__ = ("_added", "_new", "_old", "max_ids")
 
     def __init__(self, max_ids: int) -> None:
         self.max_ids = max_ids
-        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._new: set[int] = set()
+        self._old: set[int] = set()
+        self._added = 0  # ids new to the window added since the young generation began
 
     def __contains__(self, item: int) -> bool:
-        return item in self._ids
+        return item in self._new or item in self._old
 
     def any_of(self, ids: Iterable[int]) -> bool:
-        """Whether any of ``ids`` is here (a set operation: called for every work of a page)."""
-        return not self._ids.keys().isdisjoint(ids)
+        """Whether any of ``ids`` is here."""
+        return not (self._new.isdisjoint(ids) and self._old.isdisjoint(ids))
 
-    def add(self, ids: Sequence[int], *, new: bool = False) -> None:
-        """Note ``ids`` as seen (``new``: the caller knows none of them is here yet)."""
-        known = self._ids
-        if new:
-            known.update(dict.fromkeys(ids))  # one C call for the usual page
-        else:
-            for i in ids:
-                if i in known:
-                    known.move_to_end(i)
-                else:
-                    known[i] = None
-        for _ in range(len(known) - self.max_ids):
-            known.popitem(last=False)
+    def add(self, ids: Collection[int]) -> None:
+        """Note ``ids`` as seen."""
+        young, old = self._new, self._old
+        before = len(young)
+        young.update(ids)
+        # New to the young generation, less those it took from the old one (an undercount
+        # when some were in both: it only keeps ids longer).
+        self._added += len(young) - before - (len(old.intersection(ids)) if old else 0)
+        if self._added >= self.max_ids:
+            self._old, self._new, self._added = young, set(), 0
 
-    def touch(self, ids: Sequence[int]) -> None:
-        """Refresh the ids of ``ids`` that are here; add none."""
-        known = self._ids
-        for i in ids:
-            if i in known:
-                known.move_to_end(i)
+    def touch(self, ids: Iterable[int]) -> None:
+        """Refresh those of ``ids`` that are here; add none, drop none."""
+        old = self._old
+        self._new.update([i for i in ids if i in old])
 
     def ids(self) -> list[int]:
-        """The ids, least recently seen first."""
-        return list(self._ids)
+        """The ids, the older generation first."""
+        young = self._new
+        return [*(self._old - young), *young]
 
 
 class _Check(Generic[P]):
@@ -1146,7 +1149,7 @@ class Planner(Generic[P]):
             seen.touch(ids[:start])
             seen.add(ids[start:])
         else:
-            seen.add(ids, new=fresh)
+            seen.add(id_set)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times

@@ -322,3 +322,38 @@ def test_depth_changes_mid_walk_keep_exactly_once(
         return
     assert run.finished
     assert_exactly_once(run.yielded, before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 40), max_size=8)), max_size=60),
+)
+def test_the_window_of_ids_seen_holds_what_an_lru_would(
+    max_ids: int, steps: list[tuple[bool, list[int]]]
+) -> None:
+    """The planner's window of ids seen (two generations of sets, for speed) never forgets
+    an id that an LRU of the same size (the definition) still holds: forgetting one could
+    hand a work out twice."""
+    from collections import OrderedDict
+
+    from kling_async._planner import _Window
+
+    window = _Window(max_ids)
+    lru: OrderedDict[int, None] = OrderedDict()
+    for is_add, ids in steps:
+        if is_add:
+            window.add(ids)
+            for i in ids:
+                lru[i] = None
+                lru.move_to_end(i)
+            while len(lru) > max_ids:
+                lru.popitem(last=False)
+        else:
+            window.touch(ids)
+            for i in ids:
+                if i in lru:
+                    lru.move_to_end(i)
+        assert all(i in window for i in lru)
+        assert set(window.ids()) >= set(lru)
+        assert len(window.ids()) <= 3 * (max_ids + 8)  # bounded: a few pages at most
