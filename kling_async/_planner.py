@@ -536,6 +536,11 @@ class Planner(Generic[P]):
         else:
             self._need_hi.append(slot)
             self._note_arrivals(slot)
+            next_page = slot.req.page_num == self._delivered + 1
+            if not self.prefetch and next_page and self._check is None:
+                # One page at a time: nothing else to send until next_batch() hands it out
+                # (and sends what follows); pumping here would only decide it twice.
+                return
         self._pump()
 
     def _note_arrivals(self, slot: _Slot[P]) -> None:
