@@ -732,9 +732,11 @@ class Planner(Generic[P]):
         # page at a time, the next is asked only once the last is handed out.
         pipelining = self._pipelining()
         room = depth
+        # The page to hand out next, and what would become of it: decided once, as nothing
+        # sent here changes that (its proofs count requests received before it was).
         nxt = self._pages.get(self._delivered + 1)
-        if pipelining and nxt is not None and nxt.answer is not None:
-            verdict = self._decide(nxt)
+        verdict = self._decide(nxt) if nxt is not None and nxt.answer is not None else None
+        if pipelining and nxt is not None and verdict is not None:
             if verdict in ("reject", "lost"):
                 room = 0  # the walk is about to go back: nothing more now
             elif verdict == "wait" and self._probation_wait(depth, nxt):
@@ -758,7 +760,7 @@ class Planner(Generic[P]):
             and self._probe is None
             and not self._repipeline
             and self._delivered >= self._solo_until
-            and self._probe_due(depth, in_flight + len(sends), buffered)
+            and self._probe_due(depth, in_flight + len(sends), buffered, nxt, verdict)
         ):
             # The probe for the pages received goes out before the pages that follow them:
             # a server taking requests in order then serves it before them, and the fewer
@@ -775,34 +777,42 @@ class Planner(Generic[P]):
         if self._delivered < self._solo_until:
             # Pages asked one right after the other: nothing in between, unless waiting on
             # a probe is all that is left.
-            nxt = self._pages.get(self._delivered + 1)
-            if in_flight or nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
+            if in_flight or verdict != "wait":
                 return
             self._emit(1, 1, probe=True)
             return
-        if self._repipeline or self._probe_due(depth, in_flight, buffered):
+        if self._repipeline or self._probe_due(depth, in_flight, buffered, nxt, verdict):
             self._emit(1, 1, probe=True)
 
-    def _probation_wait(self, depth: int, nxt: _Slot[P]) -> bool:
-        """On probation (pipelining just began), pages sent with ``nxt`` still in flight."""
-        return self._pipelined_run < 2 * depth and any(
+    def _round_in_flight(self, nxt: _Slot[P]) -> bool:
+        """Pages sent with ``nxt`` (in the same wave or before) are still in flight."""
+        return any(
             s.answer is None and not s.failed and s.wave <= nxt.wave for s in self._pages.values()
         )
 
-    def _probe_due(self, depth: int, in_flight: int, buffered: int) -> bool:
-        """Whether a head probe should go out now (none in flight)."""
+    def _probation_wait(self, depth: int, nxt: _Slot[P]) -> bool:
+        """On probation (pipelining just began), pages sent with ``nxt`` still in flight."""
+        return self._pipelined_run < 2 * depth and self._round_in_flight(nxt)
+
+    def _probe_due(
+        self,
+        depth: int,
+        in_flight: int,
+        buffered: int,
+        nxt: _Slot[P] | None,
+        verdict: str | None,
+    ) -> bool:
+        """Whether a head probe should go out now (none in flight); ``nxt`` is the page to
+        hand out next, ``verdict`` what :meth:`_decide` says of it (None: not answered)."""
         if not self._need_hi:
             return False
         # One probe answers for every page received before it was sent: send one when
         # enough are waiting, or when waiting is all that is left to do.
-        nxt = self._pages.get(self._delivered + 1)
-        if nxt is None or nxt.answer is None or self._decide(nxt) != "wait":
+        if nxt is None or nxt.answer is None or verdict != "wait":
             return False  # not blocked
         # On probation (pipelining just began), fail fast if works arrive, but wait for
         # the pages sent with the blocked one: one probe then vouches for them all.
-        probation = self._pipelined_run < 2 * depth and not any(
-            s.answer is None and not s.failed and s.wave <= nxt.wave for s in self._pages.values()
-        )
+        probation = self._pipelined_run < 2 * depth and not self._round_in_flight(nxt)
         return (
             len(self._need_hi) >= 2 * depth
             or probation

@@ -873,11 +873,10 @@ class KlingSession:
                 called.
             KlingError: As :meth:`get_assets`, at the page where it happened.
         """
-        walk: Walk[Any] = Walk(
-            self,
+        walk = self.walk(
             page_size=page_size,
             content_type=content_type,
-            email=email if email is not None else self._email,
+            email=email,
             start_page=start_page,
             max_items=max_items,
             max_pages=max_pages,
@@ -885,8 +884,6 @@ class KlingSession:
             prefetch=prefetch,
             max_stale_pages=max_stale_pages,
             max_prefetch=max_prefetch,
-            raw=False,
-            resume=None,
             model=Work if model is None else model,
         )
         return self._works(walk)
