@@ -49,6 +49,7 @@ class RequestGate:
     __slots__ = (
         "_last_sent",
         "_lock",
+        "_queued",
         "announcers",
         "base",
         "cap",
@@ -80,6 +81,7 @@ class RequestGate:
         self.announcers: list[Announcer] = []
         self._last_sent = float("-inf")
         self._lock: asyncio.Lock | None = None  # created in the running loop, on first use
+        self._queued = 0  # acquire() calls holding or waiting for the lock
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """How long to wait before retry number ``attempt`` (0-based).
@@ -108,25 +110,36 @@ class RequestGate:
 
     async def acquire(self) -> None:
         """Wait until the shared backoff and the pace allow one more request, and take it."""
+        loop = asyncio.get_running_loop()
+        if not self._queued and max(self.not_before, self._last_sent + self.min_interval) <= (
+            now := loop.time()
+        ):
+            # Nobody ahead in the queue and nothing to wait for (the usual request): take
+            # the slot at once; nothing is awaited in between, so no one can come first.
+            self._last_sent = now
+            return
         if self._lock is None:
             self._lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
-        async with self._lock:  # FIFO: one send slot at a time, in arrival order
-            # A loop: another request's 429 may push not_before on while this one sleeps.
-            while True:
-                now = loop.time()
-                paced = self._last_sent + self.min_interval
-                target = max(self.not_before, paced)
-                if target <= now:
-                    break
-                if paced > self.not_before:  # the pace, not a backoff (announced already)
-                    self.announce(
-                        f"pacing requests: waiting {target - now:.0f} s "
-                        f"(one request every {self.min_interval:g} s)",
-                        target - now,
-                    )
-                await self._sleep(target - now)
-            self._last_sent = loop.time()
+        self._queued += 1
+        try:
+            async with self._lock:  # FIFO: one send slot at a time, in arrival order
+                # A loop: another request's 429 may push not_before on while this one sleeps.
+                while True:
+                    now = loop.time()
+                    paced = self._last_sent + self.min_interval
+                    target = max(self.not_before, paced)
+                    if target <= now:
+                        break
+                    if paced > self.not_before:  # the pace, not a backoff (announced already)
+                        self.announce(
+                            f"pacing requests: waiting {target - now:.0f} s "
+                            f"(one request every {self.min_interval:g} s)",
+                            target - now,
+                        )
+                    await self._sleep(target - now)
+                self._last_sent = loop.time()
+        finally:
+            self._queued -= 1
 
     async def _sleep(self, seconds: float) -> None:
         await self.sleep(seconds)
