@@ -247,6 +247,8 @@ class KlingSession:
                     ) from None
         self._base_url = _http.resolve_base_url(base_url)
         self._origin = self._base_url.origin()
+        # Every API request goes to this origin first: its proxy, looked up once.
+        self._api_proxy = self._proxy_for(self._base_url)
         self._assets_url = _http.assets_url(self._base_url)
         self._download_url = _http.download_url(self._base_url)
         self._accounts_url = _http.accounts_url(self._base_url)
@@ -482,25 +484,40 @@ class KlingSession:
 
     @asynccontextmanager
     async def _open(
-        self, url: URL, *, api: bool, timeout: aiohttp.ClientTimeout | None = None
+        self,
+        url: URL,
+        *,
+        api: bool,
+        timeout: aiohttp.ClientTimeout | None = None,
+        pool: AbstractAsyncContextManager[aiohttp.ClientSession] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET ``url``, following redirects by hand (http and https only).
 
-        With ``api``, ``Authorization`` goes to the hops on the API's origin and no other;
+        With ``api``, ``url`` is built from the API's base URL (checked when the session was
+        made) and ``Authorization`` goes to the hops on the API's origin and no other;
         without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
         aiohttp's errors, in the request or while the caller reads the body, come out as
-        :class:`TransportError` (a refused hop as :class:`RedirectError`).
+        :class:`TransportError` (a refused hop as :class:`RedirectError`). ``pool``: the
+        caller's pool, already open (else one is opened for this request).
         """
         timeout = timeout or self._timeout
         # API URLs name the page; a CDN URL's query is a long signature, left out.
         where = url if api else url.with_query(None).with_fragment(None)
         try:
-            async with self._pool() as http:
-                url = _http.check_hop(url)
+            async with pool or self._pool() as http:
+                # The API's first hop is on its origin, checked once (resolve_base_url).
+                first = api
+                if not api:
+                    url = _http.check_hop(url)
                 for _ in range(_MAX_REDIRECTS + 1):
-                    on_api = api and url.origin() == self._origin
-                    proxy = self._proxy_for(url)
-                    log.debug("GET %s%s", url, " (through a proxy)" if proxy is not None else "")
+                    if first:
+                        on_api, proxy, first = True, self._api_proxy, False
+                    else:
+                        on_api = api and url.origin() == self._origin
+                        proxy = self._proxy_for(url)
+                    if log.isEnabledFor(logging.DEBUG):
+                        via = " (through a proxy)" if proxy is not None else ""
+                        log.debug("GET %s%s", url, via)
                     async with http.get(
                         url,
                         headers=self._headers if on_api else self._plain_headers,
@@ -560,9 +577,12 @@ class KlingSession:
             raise RedirectError(f"unusable URL: {exc}") from None
         return self._open(parsed, api=False, timeout=timeout)
 
-    async def _send(self, url: URL) -> tuple[int, Mapping[str, str], bytes]:
-        """One API GET: status, headers and the body, read inside the request."""
-        async with self._open(url, api=True) as resp:
+    async def _send(
+        self, url: URL, http: aiohttp.ClientSession
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One API GET (in the caller's pool ``http``): status, headers and the body, read
+        inside the request."""
+        async with self._open(url, api=True, pool=_Shared(http)) as resp:
             body = await self._read_body(resp, url)
             return resp.status, resp.headers, body
 
@@ -595,19 +615,21 @@ class KlingSession:
         """
         retry = retry or self.new_retry_state()
         url = url.with_query(params)
-        async with self._pool():  # one pool for the retries of this call
-            return await self._get_bytes_retried(url, retry)
+        async with self._pool() as http:  # one pool for the retries of this call
+            return await self._get_bytes_retried(url, retry, http)
 
-    async def _get_bytes_retried(self, url: URL, retry: RetryState) -> tuple[bytes, str]:
+    async def _get_bytes_retried(
+        self, url: URL, retry: RetryState, http: aiohttp.ClientSession
+    ) -> tuple[bytes, str]:
         attempt = 0
         while True:
             await retry.wait()
             error: Exception
             try:
                 if self._owns_session:  # close() breaks off our pools' connections itself
-                    status, headers, body = await self._send(url)
+                    status, headers, body = await self._send(url, http)
                 else:
-                    status, headers, body = await self._until_closed(self._send(url))
+                    status, headers, body = await self._until_closed(self._send(url, http))
             except TransportError as exc:
                 # close() breaks off requests in flight: that is no failure to retry.
                 self._check_open()
