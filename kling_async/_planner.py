@@ -309,14 +309,17 @@ class _Window:
         """Whether any of ``ids`` is here."""
         return not (self._new.isdisjoint(ids) and self._old.isdisjoint(ids))
 
-    def add(self, ids: Collection[int]) -> None:
-        """Note ``ids`` as seen."""
+    def add(self, ids: Collection[int], *, new: bool = False) -> None:
+        """Note ``ids`` as seen (``new``: the caller knows none of them is here)."""
         young, old = self._new, self._old
         before = len(young)
         young.update(ids)
-        # New to the young generation, less those it took from the old one (an undercount
-        # when some were in both: it only keeps ids longer).
-        self._added += len(young) - before - (len(old.intersection(ids)) if old else 0)
+        if new:
+            self._added += len(young) - before
+        else:
+            # New to the young generation, less those it took from the old one (an
+            # undercount when some were in both: it only keeps ids longer).
+            self._added += len(young) - before - (len(old.intersection(ids)) if old else 0)
         if self._added >= self.max_ids:
             self._old, self._new, self._added = young, set(), 0
 
@@ -457,6 +460,7 @@ class Planner(Generic[P]):
         self._solo_until = 0  # pages up to this one go alone, with no probe in between
         self._solo_slot: _Slot[P] | None = None
         self._checked = 0  # the page a check found to be a normal page
+        self._unpumped = False  # an answer came in and _pump() has not run since
         # A short first page while the page size is unproven: (page_num, entries).
         self._short: tuple[int, int] | None = None
         self._confirming = False
@@ -540,6 +544,7 @@ class Planner(Generic[P]):
             if not self.prefetch and next_page and self._check is None:
                 # One page at a time: nothing else to send until next_batch() hands it out
                 # (and sends what follows); pumping here would only decide it twice.
+                self._unpumped = True
                 return
         self._pump()
 
@@ -581,7 +586,11 @@ class Planner(Generic[P]):
         """
         while not self.finished and self.failed_request is None:
             progressed, batch = self._advance()
-            self._pump()
+            if progressed or self._unpumped:
+                # Nothing changed since the last pump otherwise, and a pump with nothing
+                # changed sends nothing.
+                self._unpumped = False
+                self._pump()
             if batch is not None:
                 return batch
             if not progressed:
@@ -829,8 +838,9 @@ class Planner(Generic[P]):
             return False
         return not self._last_set.isdisjoint(answer.id_set)
 
-    def _progress(self, ids: Sequence[int], slot: _Slot[P]) -> bool:
-        """Whether a page reaches further down the list than the page before.
+    def _progress(self, answer: Answer[P], slot: _Slot[P], overlaps: bool) -> bool:
+        """Whether a page reaches further down the list than the page before (``overlaps``:
+        it holds a work of that page).
 
         It does if it holds that page's last work followed by more, or nothing of that page
         (the next stretch down, when nothing arrived in between: see :meth:`_adjacent`).
@@ -838,10 +848,12 @@ class Planner(Generic[P]):
         last_ids = self._last_ids
         if not last_ids:
             return True
-        tail = last_ids[-1]
-        if tail in ids:
+        if not overlaps:
+            return self._adjacent(slot)
+        tail, ids = last_ids[-1], answer.ids
+        if tail in answer.id_set:
             return ids.index(tail) < len(ids) - 1
-        return self._last_set.isdisjoint(ids) and self._adjacent(slot)
+        return False
 
     def _verdict(self, slot: _Slot[P]) -> str:
         """``accept``, ``wait`` or ``reject`` the next page: was it served after the last?"""
@@ -1094,6 +1106,8 @@ class Planner(Generic[P]):
             and self._last.req.page_num == n - 1
             and n != self._checked
             and ids
+            and self._last_ids
+            and ids[0] == self._last_ids[0]
             and list(ids) == list(self._last_ids)
         ):
             last = self._last
@@ -1164,7 +1178,7 @@ class Planner(Generic[P]):
             seen.touch(ids[:start])
             seen.add(ids[start:])
         else:
-            seen.add(id_set)
+            seen.add(id_set, new=not known)
 
         if self.since is not None and answer.times is not None and keep:
             times = answer.times
@@ -1179,8 +1193,9 @@ class Planner(Generic[P]):
 
         # Runaway guard: pages that bring nothing new and reach no further down the list
         # than the page before (a page that shrinks towards the end is progress too).
-        progress = self._progress(ids, slot)
-        if self._last is not None and self._overlaps(answer):
+        overlaps = self._overlaps(answer)
+        progress = self._progress(answer, slot, overlaps)
+        if self._last is not None and overlaps:
             self._arrivals_seen = n  # works arrived between this page and the one before
         if found or progress:
             self._stale = self._loose = 0
