@@ -201,7 +201,7 @@ async def walk_memory(pages: Sequence[_WorksPage[SmallWork]]) -> tuple[int, floa
 
         async def source(req: PlanRequest) -> Any:
             page = pages[req.page_num - 1] if req.page_num <= len(pages) else empty
-            return walk._answer(page, b"", "")
+            return walk._answer(page, b"", "", head=req.page_num == 1)
 
         walk._fetch = source  # type: ignore[method-assign]
         async for _work in kling._works(walk):

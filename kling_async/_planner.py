@@ -173,7 +173,11 @@ class PlanRequest(msgspec.Struct, frozen=True, gc=False):
 
 
 class Answer(Generic[P]):
-    """What the planner reads of one answer; ``payload`` (the decoded page) rides along."""
+    """What the planner reads of one answer; ``payload`` (the decoded page) rides along.
+
+    ``head`` (what tells one head of the list from another) is read only of answers to page
+    1 (head probes, and page 1 serving as one): other answers may leave it None.
+    """
 
     __slots__ = ("head", "id_set", "ids", "n_entries", "payload", "times")
 
@@ -498,6 +502,11 @@ class Planner(Generic[P]):
     def page_size(self) -> int:
         """The page size in use."""
         return self.size
+
+    @property
+    def pending(self) -> bool:
+        """Requests to send or to cancel are waiting to be taken."""
+        return bool(self._out or self._cancels)
 
     def take_requests(self) -> list[PlanRequest]:
         """Requests to send now (each exactly once, in this order)."""

@@ -451,13 +451,26 @@ def _decode_drifted(
 
 
 def _page_answer(
-    history: Sequence[Any], fetched: _Fetched[Any], *, times: bool
+    history: Sequence[Any], fetched: _Fetched[Any], *, times: bool, head: bool = True
 ) -> Answer[_Fetched[Any]]:
-    """What the planner reads of a page: entries, work ids, the head, create times."""
+    """What the planner reads of a page: entries, work ids, create times (with ``times``),
+    and the head (with ``head``: the planner reads it of page 1 only)."""
     heads = fetched.heads
     ids: list[int] = list(map(_WORK_ID, heads))
-    if None in ids:
+    answer = Answer(
+        n_entries=len(history),
+        ids=ids,
+        head=_head_key(history, ids) if head else None,
+        payload=fetched,
+        times=list(map(_CREATE_TIME, heads)) if times else None,
+    )
+    if None in answer.id_set:
         _check_ids(history, heads, fetched.url)  # says which
+    return answer
+
+
+def _head_key(history: Sequence[Any], ids: Sequence[int]) -> Hashable:
+    """What tells one head of the list from another: the first entry's task id and works."""
     head: Hashable = None
     if history:
         first = history[0]
@@ -469,13 +482,7 @@ def _page_answer(
             except msgspec.ValidationError:  # not an object: the task as a whole is the key
                 task_id = bytes(first.task)
         head = (task_id, tuple(ids[: len(first.works)]))
-    return Answer(
-        n_entries=len(history),
-        ids=ids,
-        head=head,
-        payload=fetched,
-        times=list(map(_CREATE_TIME, heads)) if times else None,
-    )
+    return head
 
 
 class Walk(Generic[M]):
@@ -602,17 +609,21 @@ class Walk(Generic[M]):
         kling = self._kling
         # Checked once (in __init__); only the page and its size change from one to the next.
         params = {"pageNum": str(req.page_num), "pageSize": str(req.page_size), **self._params}
-        started, retries = time.monotonic(), self._retry.retries
-        body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
         auto = self._auto
-        if auto is not None and not req.probe:
-            depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
-            if depth != self._planner.prefetch:
-                self._planner.set_prefetch(depth)
-        return self._decode(body, url)
+        if auto is None:
+            body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        else:
+            started, retries = time.monotonic(), self._retry.retries
+            body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+            if not req.probe:
+                depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
+                if depth != self._planner.prefetch:
+                    self._planner.set_prefetch(depth)
+        return self._decode(body, url, head=req.page_num == 1)
 
-    def _decode(self, body: bytes, url: str) -> Answer[_Fetched[M]]:
-        """An answer's bytes as the planner reads them, its works decoded as the model."""
+    def _decode(self, body: bytes, url: str, *, head: bool = True) -> Answer[_Fetched[M]]:
+        """An answer's bytes as the planner reads them, its works decoded as the model
+        (``head``: with the head of the list, for answers to page 1)."""
         codec, times = self._codec, self.since is not None
         if codec is not None and not self.raw:
             # A page as documented, in one pass; any drift takes the path below.
@@ -622,13 +633,13 @@ class Walk(Generic[M]):
             except _http._BAD_JSON:
                 pass
             else:
-                return self._answer(page, body, url, heads)
+                return self._answer(page, body, url, heads, head=head)
         # One decode of the page: each work stays the bytes it was sent as; only what the walk
         # (and the consumer) reads of a work is decoded from them.
         raw_page = _http.decode(_RAW_PAGE_DECODER, body, url=url)
         raws, works, found = _decode_works(raw_page, url, self._drift, codec, heads=self._heads)
         fetched: _Fetched[M] = _Fetched(body, url, raws, works, found)
-        return _page_answer(raw_page.history, fetched, times=times)
+        return _page_answer(raw_page.history, fetched, times=times, head=head)
 
     def _answer(
         self,
@@ -636,9 +647,11 @@ class Walk(Generic[M]):
         body: bytes,
         url: str,
         heads: list[_HeadsItem] | None = None,
+        *,
+        head: bool = True,
     ) -> Answer[_Fetched[M]]:
         """The planner's answer from a page decoded as the model (``heads``: what the walk
-        reads, decoded apart)."""
+        reads, decoded apart; ``head``: see :meth:`_decode`)."""
         works = [work for item in page.history for work in item.works]
         found: Sequence[Any] = works
         if heads is not None:
@@ -646,7 +659,7 @@ class Walk(Generic[M]):
             if len(found) != len(works):  # cannot be, from the same bytes
                 raise DecodeError(url, "the page's works could not be counted")
         fetched = _Fetched(body, url, [], works, found)
-        return _page_answer(page.history, fetched, times=self.since is not None)
+        return _page_answer(page.history, fetched, times=self.since is not None, head=head)
 
     def _batch(self, batch: Batch[_Fetched[M]]) -> WorkPage[M]:
         fetched = batch.payload
@@ -684,6 +697,8 @@ class Walk(Generic[M]):
 
         def flush() -> bool:
             nonlocal alone
+            if not planner.pending:
+                return False
             sent = False
             requests = planner.take_requests()
             if len(requests) == 1 and not tasks and alone is None and not planner.prefetch:
@@ -714,10 +729,10 @@ class Walk(Generic[M]):
                 batch = planner.next_batch()
                 # No await from here to the yield: checkpoint() already counts this batch, and
                 # a commit (or a cancellation) in between would see it before its consumer.
-                if self.prefetch:
-                    flush()  # pages ahead go out (when the consumer next awaits)
-                stats.requests, stats.retries = self._retry.requests, self._retry.retries
                 if batch is not None:
+                    if planner.prefetch:
+                        flush()  # pages ahead go out (when the consumer next awaits)
+                    stats.requests, stats.retries = self._retry.requests, self._retry.retries
                     yield self._batch(batch)
                     continue
                 flush()
