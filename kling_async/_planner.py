@@ -203,7 +203,7 @@ class Batch(Generic[P]):
 
     __slots__ = ("keep", "page_num", "payload")
 
-    def __init__(self, page_num: int, payload: P, keep: list[int]) -> None:
+    def __init__(self, page_num: int, payload: P, keep: Sequence[int]) -> None:
         self.page_num = page_num
         self.payload = payload
         self.keep = keep
@@ -564,6 +564,9 @@ class Planner(Generic[P]):
         n = slot.req.page_num
         if answer is None or not answer.ids or self._pages.get(n) is not slot:
             return
+        if n == self._delivered + 1 and len(self._pages) == 1:
+            # The next page, alone: handing it out tests it against the page above.
+            return
         for other_num in (n - 1, n + 1):
             if other_num == self._delivered and self._last is not None:
                 other_ids: Iterable[int] = self._last_set
@@ -706,9 +709,11 @@ class Planner(Generic[P]):
     def _at_max_pages(self) -> bool:
         return self.max_pages is not None and self._page_requests >= self.max_pages
 
-    def _depth(self) -> int:
-        """Page requests to keep in flight now."""
-        depth = 1 + (self.prefetch if self._pipelining() else 0)
+    def _depth(self, pipelining: bool | None = None) -> int:
+        """Page requests to keep in flight now (``pipelining``: :meth:`_pipelining`, if known)."""
+        if pipelining is None:
+            pipelining = self._pipelining()
+        depth = 1 + (self.prefetch if pipelining else 0)
         if self.max_items is not None:
             remaining = max(0, self.max_items - self._yielded)
             depth = min(depth, -(-remaining // self.size))
@@ -737,7 +742,8 @@ class Planner(Generic[P]):
             self._next_emit = page_num + 1
             self._solo_slot = slot
             return
-        depth = self._depth()
+        pipelining = self._pipelining()
+        depth = self._depth(pipelining)
         in_flight = 0
         end_at: int | None = None
         for p, s in self._pages.items():
@@ -748,7 +754,6 @@ class Planner(Generic[P]):
         buffered = len(self._pages) - in_flight
         # Pipelined, pages received wait in a buffer for their proof while more go out; one
         # page at a time, the next is asked only once the last is handed out.
-        pipelining = self._pipelining()
         room = depth
         # The page to hand out next, and what would become of it: decided once, as nothing
         # sent here changes that (its proofs count requests received before it was).
@@ -1137,13 +1142,13 @@ class Planner(Generic[P]):
         elif not self.size_proven and n == self._first_page:
             self._short = (n, entries)
 
-        keep: list[int] = []
+        keep: Sequence[int]
         start = 0
         found = False
         anchor = self._anchor
         id_set = answer.id_set
         known = seen.any_of(id_set)  # any work of the page seen before
-        if not self._searching and anchor and anchor[-1] not in ids and known:
+        if known and not self._searching and anchor and anchor[-1] not in id_set:
             # The page lies wholly above the last work handed out (works arrived and
             # pushed it down): everything above that work was handed out or arrived
             # since, so read on without yielding until it shows up again, one page at a
@@ -1171,16 +1176,18 @@ class Planner(Generic[P]):
                 start = len(ids)  # works above the place: handed out before, or arrivals
         fresh = len(id_set) == len(ids) and not known
         if fresh:
-            keep = list(range(start, len(ids)))  # the usual page: nothing seen, no repeat
+            keep = range(start, len(ids))  # the usual page: nothing seen, no repeat
         else:
             on_page: set[int] = set()
+            kept: list[int] = []
             for i in range(start, len(ids)):
                 wid = ids[i]
                 if wid in seen or wid in on_page:
                     continue
                 on_page.add(wid)
-                keep.append(i)
-        self.stats.duplicates += len(ids) - start - len(keep)
+                kept.append(i)
+            keep = kept
+            self.stats.duplicates += len(ids) - start - len(keep)
         if start:
             # Works above the place: those handed out stay remembered; the others (works
             # that arrived) are not taken for handed out, should the place be above them.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import math
 import operator
@@ -103,6 +104,8 @@ _HEADS_PAGE_DECODER: Final = msgspec.json.Decoder(_HeadsPage)
 #: The one field the walk cannot do without: it finds its place by work ids.
 _REQUIRED: Final = (("workId",),)
 _WORK_ID: Final = operator.attrgetter("work_id")
+_WORKS: Final = operator.attrgetter("works")
+_chain: Final = itertools.chain.from_iterable
 _CREATE_TIME: Final = operator.attrgetter("create_time")
 
 
@@ -652,7 +655,7 @@ class Walk(Generic[M]):
     ) -> Answer[_Fetched[M]]:
         """The planner's answer from a page decoded as the model (``heads``: what the walk
         reads, decoded apart; ``head``: see :meth:`_decode`)."""
-        works = [work for item in page.history for work in item.works]
+        works = list(_chain(map(_WORKS, page.history)))
         found: Sequence[Any] = works
         if heads is not None:
             found = [head for item in heads for head in item.works]
