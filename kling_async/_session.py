@@ -582,6 +582,8 @@ class KlingSession:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One API GET (in the caller's pool ``http``): status, headers and the body, read
         inside the request."""
+        # Every attempt, in the task that sends it: close() may have come between two.
+        self._check_open()
         async with self._open(url, api=True, pool=_Shared(http)) as resp:
             body = await self._read_body(resp, url)
             return resp.status, resp.headers, body

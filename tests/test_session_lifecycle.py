@@ -227,3 +227,30 @@ async def test_cancelling_a_call_on_the_callers_session_is_not_wrapped(
             await asyncio.wait_for(task, BOUND)
         # The request's own task ended with the call.
         assert not [t for t in asyncio.all_tasks() if "_send" in repr(t.get_coro())]
+
+
+async def test_no_request_after_close_between_retries(scripted: Scripted) -> None:
+    """close() while a call waits to retry (Retry-After: 0, the caller's own session): the
+    retry is not sent, token and all; the call ends with SessionClosedError."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        if len(seen) == 1:
+            return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "0"})
+        return web.Response(body=make_page(1, 1), content_type="application/json")
+
+    scripted.handle(handler)
+    async with aiohttp.ClientSession() as http:
+        closing: list[asyncio.Task[None]] = []
+        kling = KlingSession(
+            TOKEN,
+            base_url=scripted.base_url,
+            session=http,
+            on_retry=lambda *_: closing.append(asyncio.ensure_future(kling.close())),
+        )
+        with pytest.raises(SessionClosedError):
+            await kling.get_assets()
+        await asyncio.gather(*closing)
+        await asyncio.sleep(0.2)
+    assert len(seen) == 1, f"{len(seen) - 1} request(s) after close()"
