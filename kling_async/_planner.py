@@ -465,6 +465,8 @@ class Planner(Generic[P]):
         self._solo_slot: _Slot[P] | None = None
         self._checked = 0  # the page a check found to be a normal page
         self._unpumped = False  # an answer came in and _pump() has not run since
+        # No since, max_items or max_pages: the one-page-at-a-time shortcut may apply.
+        self._plain = self.since is None and max_items is None and max_pages is None
         # A short first page while the page size is unproven: (page_num, entries).
         self._short: tuple[int, int] | None = None
         self._confirming = False
@@ -564,9 +566,6 @@ class Planner(Generic[P]):
         n = slot.req.page_num
         if answer is None or not answer.ids or self._pages.get(n) is not slot:
             return
-        if n == self._delivered + 1 and len(self._pages) == 1:
-            # The next page, alone: handing it out tests it against the page above.
-            return
         for other_num in (n - 1, n + 1):
             if other_num == self._delivered and self._last is not None:
                 other_ids: Iterable[int] = self._last_set
@@ -596,6 +595,10 @@ class Planner(Generic[P]):
             WalkStalledError: Pages stopped bringing anything new.
             ResumeError: A resumed walk reached the end without finding its place.
         """
+        if self._plain and not self.prefetch:
+            batch = self._next_in_sequence()
+            if batch is not None:
+                return batch
         while not self.finished and self.failed_request is None:
             progressed, batch = self._advance()
             if progressed or self._unpumped:
@@ -608,6 +611,82 @@ class Planner(Generic[P]):
             if not progressed:
                 return None
         return None
+
+    def _next_in_sequence(self) -> Batch[P] | None:
+        """The usual page one page at a time, handed out and the next one asked, in one step.
+
+        Applies only when the general path (:meth:`_advance`, :meth:`_deliver`, then
+        :meth:`_pump`) would decide exactly this: page ``n`` is the one request out, answered,
+        asked right after the page above was received with nothing else in flight (so it
+        is the next stretch: see :meth:`_adjacent`), full at a proven size, and holds only
+        works never seen and no repeat. Anything else returns None having changed nothing,
+        and the general path decides. ``tests/test_planner_sim.py`` runs every schedule both
+        ways and requires the same requests, batches and checkpoints.
+        """
+        n = self._delivered + 1
+        slot = self._pages.get(n)
+        if slot is None or slot.answer is None:
+            return None  # not answered yet (the usual case when asked before the answer)
+        last = self._last
+        if (
+            last is None
+            or len(self._pages) != 1
+            or len(self._by_id) != 1
+            or self.finished
+            or self.failed_request is not None
+            or self._check is not None
+            or self._searching
+            or self._peek
+            or self._short is not None
+            or self._confirming
+            or self._solo
+            or self._solo_slot is not None
+            or self._probe is not None
+            or self._repipeline
+            or not self.size_proven
+        ):
+            return None
+        answer = slot.answer
+        if (
+            answer.n_entries != self.size
+            or self._by_id.get(slot.req.id) is not slot
+            or not self._tight(slot, last)
+        ):
+            return None
+        ids, id_set, anchor = answer.ids, answer.id_set, self._anchor
+        if (
+            not ids
+            or len(id_set) != len(ids)
+            or not anchor
+            or anchor[-1] in id_set
+            or not self._last_set.isdisjoint(id_set)
+            or self._seen.any_of(id_set)
+        ):
+            return None
+        # What _deliver does with such a page.
+        del self._pages[n]
+        del self._by_id[slot.req.id]
+        self.stats.pages += 1
+        keep = range(len(ids))
+        self._seen.add(id_set, new=True)
+        self._stale = self._loose = 0
+        self._tail = self.size
+        self._anchor, self._anchor_page = ids, n
+        self._delivered = n
+        self._last = slot
+        self._last_ids, self._last_set = ids, id_set
+        self._last_entries = answer.n_entries
+        self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
+        self._yielded += len(keep)
+        self.stats.works = self._yielded
+        # What _pump then does: ask the next page (no probe goes out one page at a time).
+        self._unpumped = False
+        page_num = max(self._next_emit, n + 1)
+        ask = self._emit(page_num, self.size)
+        ask.refetch = page_num == self._refetch_page
+        self._pages[page_num] = ask
+        self._next_emit = page_num + 1
+        return Batch(n, answer.payload, keep)
 
     def checkpoint(
         self, *, content_type: str | None = None, email: str | None = None

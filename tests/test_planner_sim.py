@@ -16,14 +16,23 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections import Counter
+from collections import Counter, deque
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kling_async import ResumeError, WalkStalledError
-from kling_async._planner import Planner, PlanRequest, WalkCheckpoint
+from kling_async._planner import (
+    Batch,
+    Planner,
+    PlanRequest,
+    WalkCheckpoint,
+    _Check,
+    _Mark,
+    _Slot,
+    _Window,
+)
 
 from .walksim import Run, Schedule, Server, drive, drive_rounds
 
@@ -357,3 +366,99 @@ def test_the_window_of_ids_seen_holds_what_an_lru_would(
         assert all(i in window for i in lru)
         assert set(window.ids()) >= set(lru)
         assert len(window.ids()) <= 3 * (max_ids + 8)  # bounded: a few pages at most
+
+
+def _plain(value: object) -> object:
+    """A planner's attribute as comparable data (slots by what they hold, not identity)."""
+    if isinstance(value, _Slot):
+        return (
+            "slot", value.req, value.emit_seq, value.recv_seq, value.lo, value.hi, value.failed,
+            value.solo, value.refetch, value.wave, value.answer is not None,
+            [c.req.id for c in value.covers],
+        )  # fmt: skip
+    if isinstance(value, _Window):
+        return ("window", sorted(value._new), sorted(value._old), value._added, value.max_ids)
+    if isinstance(value, _Mark):
+        return ("mark", value.rid, value.emit, value.recv)
+    if isinstance(value, _Check):
+        return ("check", value.page_num, _plain(value.above), _plain(value.again))
+    if isinstance(value, dict):
+        return sorted((k, _plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple, deque, range)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value
+
+
+def _state(planner: Planner[list[int]]) -> dict[str, object]:
+    """Everything the planner holds, for the differential test below."""
+    return {k: _plain(v) for k, v in vars(planner).items() if k not in ("_plain", "take_requests")}
+
+
+def _trace(world: dict[str, object], depths: list[int], *, shortcut: bool) -> tuple[object, ...]:
+    """Everything a walk does that anyone can see: the requests in order, each batch, the
+    checkpoint after it, the stats and how it ended."""
+    server, schedule, _, planner = setup(world)
+    if not shortcut:
+        planner._plain = False  # the general path only
+    sent: list[tuple[int, int, bool]] = []
+    take = planner.take_requests
+
+    def recording() -> list[PlanRequest]:
+        out = take()
+        sent.extend((r.page_num, r.page_size, r.probe) for r in out)
+        return out
+
+    planner.take_requests = recording  # type: ignore[method-assign]
+    batches: list[tuple[int, list[int], bytes]] = []
+    pending = list(depths)
+
+    def on_batch(batch: object) -> None:
+        assert isinstance(batch, Batch)
+        batches.append(
+            (batch.page_num, list(batch.keep), planner.checkpoint().to_json(), _state(planner))
+        )
+        if pending:
+            planner.set_prefetch(pending.pop(0))
+
+    try:
+        run = drive(planner, server, schedule, on_batch=on_batch)
+        outcome: object = ("finished", run.finished, run.yielded)
+    except (WalkStalledError, ResumeError) as exc:
+        outcome = (type(exc).__name__, str(exc))
+    return outcome, sent, batches, planner.stats, _state(planner)
+
+
+@SETTINGS
+@given(
+    worlds(heavy=True),
+    st.booleans(),
+    st.lists(st.sampled_from([0, 0, 0, 1, 4]), max_size=6),
+)
+def test_the_sequential_shortcut_decides_as_the_general_path(
+    world: dict[str, object], deletions: bool, depths: list[int]
+) -> None:
+    """One page at a time, the planner hands the usual page out and asks the next in one
+    step (Planner._next_in_sequence); the general path must have done exactly the same:
+    the same requests in the same order, the same batches and checkpoints, the same end."""
+    world = {**world, "prefetch": 0, "delete_chance": 0.1 if deletions else 0.0}
+    assert _trace(world, depths, shortcut=True) == _trace(world, depths, shortcut=False)
+
+
+def test_the_sequential_shortcut_is_taken() -> None:
+    """The differential test above means something only if the shortcut runs."""
+    server = library(400)
+    planner: Planner[list[int]] = Planner(page_size=40)
+    calls = 0
+    shortcut = planner._next_in_sequence
+
+    def counting() -> object:
+        nonlocal calls
+        batch = shortcut()
+        calls += batch is not None
+        return batch
+
+    planner._next_in_sequence = counting  # type: ignore[assignment,method-assign]
+    drive(planner, server, Schedule(random.Random(0)))
+    assert calls >= 8  # every full page after the first

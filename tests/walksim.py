@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from kling_async._planner import Answer, Batch, Planner, WalkCheckpoint
 
@@ -66,8 +67,22 @@ class Server:
             last = (len(self.tasks) - 1) // step * step
             entries = self.tasks[last : last + served]
         ids = [w for t in entries for w in t]
-        head = entries[0] if entries else None
+        # As the walk's driver does: the head only of answers to page 1, the only ones the
+        # planner may read it of (any other use fails the test).
+        head: object = (entries[0] if entries else None) if page_num == 1 else _NO_HEAD
         return Answer(n_entries=len(entries), ids=ids, head=head, payload=ids)
+
+
+class _NoHead:
+    """The head of an answer to a page other than 1: never to be read."""
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("the planner compared the head of an answer to a page other than 1")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_NO_HEAD: Final = _NoHead()
 
 
 @dataclass
