@@ -73,6 +73,17 @@ class _WorksPage(msgspec.Struct, Generic[M], gc=False):
     history: list[_WorksItem[M]] = msgspec.field(default_factory=list)
 
 
+class _PlainItem(msgspec.Struct, Generic[M], gc=False):
+    """A history entry as :class:`_WorksItem`, without its task (pages other than 1: the task
+    only serves the head of the list)."""
+
+    works: list[M] = msgspec.field(default_factory=list)
+
+
+class _PlainPage(msgspec.Struct, Generic[M], gc=False):
+    history: list[_PlainItem[M]] = msgspec.field(default_factory=list)
+
+
 class _HeadsItem(msgspec.Struct, gc=False):
     works: list[_WorkHead] = msgspec.field(default_factory=list)
 
@@ -345,6 +356,9 @@ class _Codec(Generic[M]):
         self.work_decoder: msgspec.json.Decoder[M] = msgspec.json.Decoder(model)
         self.page_decoder: msgspec.json.Decoder[_WorksPage[M]] = msgspec.json.Decoder(
             _WorksPage[model]  # type: ignore[valid-type]
+        )
+        self.plain_decoder: msgspec.json.Decoder[_PlainPage[M]] = msgspec.json.Decoder(
+            _PlainPage[model]  # type: ignore[valid-type]
         )
         fields = {f.name: f.encode_name for f in msgspec.structs.fields(model)}
         # The walk reads these off the model's works when it has them under Work's names (and
@@ -631,7 +645,9 @@ class Walk(Generic[M]):
         if codec is not None and not self.raw:
             # A page as documented, in one pass; any drift takes the path below.
             try:
-                page = codec.page_decoder.decode(body)
+                page: _WorksPage[M] | _PlainPage[M] = (
+                    codec.page_decoder.decode(body) if head else codec.plain_decoder.decode(body)
+                )
                 heads = _HEADS_PAGE_DECODER.decode(body).history if self._heads else None
             except _http._BAD_JSON:
                 pass
@@ -646,7 +662,7 @@ class Walk(Generic[M]):
 
     def _answer(
         self,
-        page: _WorksPage[M],
+        page: _WorksPage[M] | _PlainPage[M],
         body: bytes,
         url: str,
         heads: list[_HeadsItem] | None = None,
