@@ -621,7 +621,11 @@ class Planner(Generic[P]):
         is the next stretch: see :meth:`_adjacent`), full at a proven size, and holds only
         works never seen and no repeat. Anything else returns None having changed nothing,
         and the general path decides. ``tests/test_planner_sim.py`` runs every schedule both
-        ways and requires the same requests, batches and checkpoints.
+        ways and requires the same requests, batches, checkpoints and planner state, after
+        every batch and after every step (with depth changes and resumes). Some of the tests
+        below are implied by others (pages in flight are in ``_by_id``; a check, a probe or a
+        solo refetch means another request or none in hand); they stay, as the statement of
+        the one state this step knows how to handle.
         """
         n = self._delivered + 1
         slot = self._pages.get(n)

@@ -446,6 +446,92 @@ def test_the_sequential_shortcut_decides_as_the_general_path(
     assert _trace(world, depths, shortcut=True) == _trace(world, depths, shortcut=False)
 
 
+def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> list[object]:
+    """A walk step by step, the planner's every attribute after each step: depth changes at
+    any moment (as prefetch="auto" makes them, between an answer and the next batch) and up
+    to two resumes from a checkpoint, with works arriving in between."""
+    server, schedule, _, planner = setup(world)
+    ops = random.Random(ops_seed)
+    rng = schedule.rng
+    stale = ops.choice([1, 2, 3, 5])
+
+    def new_planner(resume: WalkCheckpoint | None) -> Planner[list[int]]:
+        made: Planner[list[int]] = Planner(
+            page_size=resume.page_size if resume else world["size"],  # type: ignore[arg-type]
+            prefetch=ops.choice([0, 0, 1, 4]),
+            max_stale_pages=stale,
+            resume=resume,
+        )
+        if not shortcut:
+            made._plain = False
+        return made
+
+    planner = new_planner(None)
+    steps: list[object] = []
+    waiting: dict[int, tuple[int, int]] = {}
+    answered: dict[int, object] = {}
+    resumes = 0
+
+    def flush() -> None:
+        for req in planner.take_requests():
+            waiting[req.id] = (req.page_num, req.page_size)
+            steps.append(("send", req))
+        for rid in planner.take_cancels():
+            waiting.pop(rid, None)
+            answered.pop(rid, None)
+            steps.append(("cancel", rid))
+
+    try:
+        for _ in range(20_000):
+            flush()
+            if ops.random() < 0.1:
+                planner.set_prefetch(ops.choice([0, 0, 1, 4]))
+                steps.append(("depth", _state(planner)))
+                flush()
+            batch = planner.next_batch()
+            flush()
+            steps.append(("next", None if batch is None else list(batch.keep), _state(planner)))
+            if batch is not None:
+                if resumes < 2 and ops.random() < 0.1:
+                    resumes += 1
+                    checkpoint = WalkCheckpoint.from_json(planner.checkpoint().to_json())
+                    server.arrive(ops.randint(0, 3))
+                    waiting.clear()
+                    answered.clear()
+                    planner = new_planner(checkpoint)
+                    steps.append(("resume", _state(planner)))
+                continue
+            if planner.done:
+                steps.append(("done", planner.finished))
+                return steps
+            if answered and (not waiting or rng.random() < schedule.deliver_bias):
+                rid = rng.choice(list(answered))
+                planner.receive(rid, answered.pop(rid))  # type: ignore[arg-type]
+            else:
+                rid = rng.choice(list(waiting))
+                page_num, size = waiting.pop(rid)
+                if schedule.max_arrivals and rng.random() < schedule.arrival_chance:
+                    server.arrive(rng.randint(1, schedule.max_arrivals))
+                if schedule.delete_chance and rng.random() < schedule.delete_chance:
+                    server.delete(rng)
+                answered[rid] = server.answer(page_num, size)
+            steps.append(("step", rid, _state(planner)))
+    except (WalkStalledError, ResumeError) as exc:
+        steps.append((type(exc).__name__, str(exc)))
+    return steps
+
+
+@SETTINGS
+@given(worlds(heavy=True), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_sequential_shortcut_decides_as_the_general_path_step_by_step(
+    world: dict[str, object], deletions: bool, ops_seed: int
+) -> None:
+    """The same, compared after every step, with depth changes between an answer and the
+    next batch, resumes from checkpoints and other max_stale_pages."""
+    world = {**world, "delete_chance": 0.1 if deletions else 0.0}
+    assert _stepwise(world, ops_seed, shortcut=True) == _stepwise(world, ops_seed, shortcut=False)
+
+
 def test_the_sequential_shortcut_is_taken() -> None:
     """The differential test above means something only if the shortcut runs."""
     server = library(400)
