@@ -674,7 +674,7 @@ class Walk(Generic[M]):
         works = list(_chain(map(_WORKS, page.history)))
         found: Sequence[Any] = works
         if heads is not None:
-            found = [head for item in heads for head in item.works]
+            found = [one for item in heads for one in item.works]
             if len(found) != len(works):  # cannot be, from the same bytes
                 raise DecodeError(url, "the page's works could not be counted")
         fetched = _Fetched(body, url, [], works, found)
