@@ -676,21 +676,11 @@ class Planner(Generic[P]):
         self._stale = self._loose = 0
         self._tail = self.size
         self._anchor, self._anchor_page = ids, n
-        self._delivered = n
-        self._last = slot
-        self._last_ids, self._last_set = ids, id_set
-        self._last_entries = answer.n_entries
-        self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
-        self._yielded += len(keep)
-        self.stats.works = self._yielded
+        batch = self._hand_out(n, slot, keep)
         # What _pump then does: ask the next page (no probe goes out one page at a time).
         self._unpumped = False
-        page_num = max(self._next_emit, n + 1)
-        ask = self._emit(page_num, self.size)
-        ask.refetch = page_num == self._refetch_page
-        self._pages[page_num] = ask
-        self._next_emit = page_num + 1
-        return Batch(n, answer.payload, keep)
+        self._ask(max(self._next_emit, n + 1))
+        return batch
 
     def checkpoint(
         self, *, content_type: str | None = None, email: str | None = None
@@ -734,6 +724,15 @@ class Planner(Generic[P]):
             self._probe = slot
             # Everything received so far was served before it.
             slot.covers, self._need_hi = self._need_hi, []
+        return slot
+
+    def _ask(self, page_num: int, *, refetch: bool = False) -> _Slot[P]:
+        """Send page ``page_num`` at the page size, as the request for that page (``refetch``:
+        a page asked again; so is the one a drift or rewind marked)."""
+        slot = self._emit(page_num, self.size)
+        slot.refetch = refetch or page_num == self._refetch_page
+        self._pages[page_num] = slot
+        self._next_emit = page_num + 1
         return slot
 
     def _probe_answered(self, slot: _Slot[P], answer: Answer[P]) -> None:
@@ -818,12 +817,7 @@ class Planner(Generic[P]):
             if self._by_id or self._probe is not None or self._at_max_pages():
                 return
             self._solo = False
-            page_num = max(self._next_emit, self._delivered + 1)
-            slot = self._emit(page_num, self.size)
-            slot.refetch = True
-            self._pages[page_num] = slot
-            self._next_emit = page_num + 1
-            self._solo_slot = slot
+            self._solo_slot = self._ask(max(self._next_emit, self._delivered + 1), refetch=True)
             return
         pipelining = self._pipelining()
         depth = self._depth(pipelining)
@@ -873,10 +867,7 @@ class Planner(Generic[P]):
             # requests between the head probes, the likelier they show the same head.
             self._emit(1, 1, probe=True)
         for page_num in sends:
-            slot = self._emit(page_num, self.size)
-            slot.refetch = page_num == self._refetch_page
-            self._pages[page_num] = slot
-            self._next_emit = page_num + 1
+            self._ask(page_num)
             in_flight += 1
         if self._probe is not None:
             return
@@ -1344,10 +1335,17 @@ class Planner(Generic[P]):
                 self._repipeline = True
                 self._fallback = False
 
+        return self._hand_out(n, slot, keep)
+
+    def _hand_out(self, n: int, slot: _Slot[P], keep: Sequence[int]) -> Batch[P]:
+        """Page ``n`` (its answer in ``slot``) becomes the last page handed out, ``keep`` the
+        works of it to yield."""
+        answer = slot.answer
+        assert answer is not None
         self._delivered = n
         self._last = slot
-        self._last_ids, self._last_set = ids, id_set
-        self._last_entries = entries
+        self._last_ids, self._last_set = answer.ids, answer.id_set
+        self._last_entries = answer.n_entries
         self._need_hi = [s for s in self._need_hi if s is slot or s.req.page_num > n]
         self._yielded += len(keep)
         self.stats.works = self._yielded

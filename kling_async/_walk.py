@@ -627,15 +627,13 @@ class Walk(Generic[M]):
         # Checked once (in __init__); only the page and its size change from one to the next.
         params = {"pageNum": str(req.page_num), "pageSize": str(req.page_size), **self._params}
         auto = self._auto
-        if auto is None:
-            body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
-        else:
-            started, retries = time.monotonic(), self._retry.retries
-            body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
-            if not req.probe:
-                depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
-                if depth != self._planner.prefetch:
-                    self._planner.set_prefetch(depth)
+        started = time.monotonic() if auto is not None else 0.0  # no clock without "auto"
+        retries = self._retry.retries
+        body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        if auto is not None and not req.probe:
+            depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
+            if depth != self._planner.prefetch:
+                self._planner.set_prefetch(depth)
         return self._decode(body, url, head=req.page_num == 1)
 
     def _decode(self, body: bytes, url: str, *, head: bool = True) -> Answer[_Fetched[M]]:

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from kling_async import ResumeError, WalkStalledError
 from kling_async._planner import (
+    Answer,
     Batch,
     Planner,
     PlanRequest,
@@ -34,7 +35,7 @@ from kling_async._planner import (
     _Window,
 )
 
-from .walksim import Run, Schedule, Server, drive, drive_rounds
+from .walksim import Run, Schedule, Server, drive, drive_rounds, step
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("KLING_SIM_EXAMPLES", "600")),
@@ -411,7 +412,7 @@ def _trace(world: dict[str, object], depths: list[int], *, shortcut: bool) -> tu
         return out
 
     planner.take_requests = recording  # type: ignore[method-assign]
-    batches: list[tuple[int, list[int], bytes]] = []
+    batches: list[tuple[int, list[int], bytes, dict[str, object]]] = []
     pending = list(depths)
 
     def on_batch(batch: object) -> None:
@@ -452,7 +453,6 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
     to two resumes from a checkpoint, with works arriving in between."""
     server, schedule, _, planner = setup(world)
     ops = random.Random(ops_seed)
-    rng = schedule.rng
     stale = ops.choice([1, 2, 3, 5])
 
     def new_planner(resume: WalkCheckpoint | None) -> Planner[list[int]]:
@@ -469,7 +469,7 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
     planner = new_planner(None)
     steps: list[object] = []
     waiting: dict[int, tuple[int, int]] = {}
-    answered: dict[int, object] = {}
+    answered: dict[int, Answer[list[int]]] = {}
     resumes = 0
 
     def flush() -> None:
@@ -504,17 +504,7 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
             if planner.done:
                 steps.append(("done", planner.finished))
                 return steps
-            if answered and (not waiting or rng.random() < schedule.deliver_bias):
-                rid = rng.choice(list(answered))
-                planner.receive(rid, answered.pop(rid))  # type: ignore[arg-type]
-            else:
-                rid = rng.choice(list(waiting))
-                page_num, size = waiting.pop(rid)
-                if schedule.max_arrivals and rng.random() < schedule.arrival_chance:
-                    server.arrive(rng.randint(1, schedule.max_arrivals))
-                if schedule.delete_chance and rng.random() < schedule.delete_chance:
-                    server.delete(rng)
-                answered[rid] = server.answer(page_num, size)
+            rid = step(planner, server, schedule, waiting, answered)
             steps.append(("step", rid, _state(planner)))
     except (WalkStalledError, ResumeError) as exc:
         steps.append((type(exc).__name__, str(exc)))

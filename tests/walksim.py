@@ -115,7 +115,6 @@ def drive(
     max_steps: int = 200_000,
 ) -> Run:
     """Run ``planner`` against ``server`` until it is done; WalkStalledError propagates."""
-    rng = schedule.rng
     run = Run()
     waiting: dict[int, tuple[int, int]] = {}  # sent, not served: id -> (page, size)
     answered: dict[int, Answer[list[int]]] = {}  # served, not yet handed to the planner
@@ -142,20 +141,33 @@ def drive(
         if planner.done:
             run.finished = planner.finished
             return run
-        can_serve, can_answer = bool(waiting), bool(answered)
-        assert can_serve or can_answer, "the planner waits for nothing"
-        if can_answer and (not can_serve or rng.random() < schedule.deliver_bias):
-            rid = rng.choice(list(answered))
-            planner.receive(rid, answered.pop(rid))
-        else:
-            rid = rng.choice(list(waiting))
-            page_num, size = waiting.pop(rid)
-            if schedule.max_arrivals and rng.random() < schedule.arrival_chance:
-                server.arrive(rng.randint(1, schedule.max_arrivals))
-            if schedule.delete_chance and rng.random() < schedule.delete_chance:
-                server.delete(rng)
-            answered[rid] = server.answer(page_num, size)
+        assert waiting or answered, "the planner waits for nothing"
+        step(planner, server, schedule, waiting, answered)
     raise AssertionError("the walk did not end")
+
+
+def step(
+    planner: Planner[list[int]],
+    server: Server,
+    schedule: Schedule,
+    waiting: dict[int, tuple[int, int]],
+    answered: dict[int, Answer[list[int]]],
+) -> int:
+    """One move of the world: hand an answer to the planner, or serve a request sent (works
+    arriving or deleted first, as the schedule says). Returns the request's id."""
+    rng = schedule.rng
+    if answered and (not waiting or rng.random() < schedule.deliver_bias):
+        rid = rng.choice(list(answered))
+        planner.receive(rid, answered.pop(rid))
+        return rid
+    rid = rng.choice(list(waiting))
+    page_num, size = waiting.pop(rid)
+    if schedule.max_arrivals and rng.random() < schedule.arrival_chance:
+        server.arrive(rng.randint(1, schedule.max_arrivals))
+    if schedule.delete_chance and rng.random() < schedule.delete_chance:
+        server.delete(rng)
+    answered[rid] = server.answer(page_num, size)
+    return rid
 
 
 @dataclass
