@@ -108,16 +108,22 @@ class RequestGate:
         else:
             log.debug("%s", message)
 
+    def take(self) -> bool:
+        """Take the send slot now if nobody is queued ahead and nothing is to be waited for
+        (the usual request); else take nothing and say so (then :meth:`acquire`)."""
+        if not self._queued and max(self.not_before, self._last_sent + self.min_interval) <= (
+            now := asyncio.get_running_loop().time()
+        ):
+            self._last_sent = now
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait until the shared backoff and the pace allow one more request, and take it."""
-        loop = asyncio.get_running_loop()
-        if not self._queued and max(self.not_before, self._last_sent + self.min_interval) <= (
-            now := loop.time()
-        ):
-            # Nobody ahead in the queue and nothing to wait for (the usual request): take
-            # the slot at once; nothing is awaited in between, so no one can come first.
-            self._last_sent = now
+        if self.take():
+            # Nothing is awaited between the test and the take, so no one can come first.
             return
+        loop = asyncio.get_running_loop()
         if self._lock is None:
             self._lock = asyncio.Lock()
         self._queued += 1
@@ -189,6 +195,14 @@ class RetryState:
         """Count a retry and hold the gate's requests back for ``delay`` seconds."""
         self.gate.push(delay)
         self.retries += 1
+
+    def take(self) -> bool:
+        """Take the gate's send slot and count the request, if that needs no wait (see
+        :meth:`RequestGate.take`); else take nothing (then :meth:`wait`)."""
+        if self.gate.take():
+            self.requests += 1
+            return True
+        return False
 
     async def wait(self) -> None:
         """Sleep until the gate lets the next request go, and count it."""

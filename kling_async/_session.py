@@ -48,6 +48,8 @@ _T = TypeVar("_T")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+#: What aiohttp raises that a request maps to our errors (see KlingSession._failure).
+_FAILURES = (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, RuntimeError)
 
 #: ``on_retry(status, attempt, delay)``: ``status`` is the HTTP status that is retried (429,
 #: 5xx) or ``None`` for a network failure; ``attempt`` counts retries from 1; ``delay`` is the
@@ -491,11 +493,8 @@ class KlingSession:
         timeout: aiohttp.ClientTimeout | None = None,
         pool: AbstractAsyncContextManager[aiohttp.ClientSession] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``url``, following redirects by hand (http and https only).
+        """GET ``url`` (see :meth:`_respond`) and hold the response open inside the block.
 
-        With ``api``, ``url`` is built from the API's base URL (checked when the session was
-        made) and ``Authorization`` goes to the hops on the API's origin and no other;
-        without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
         aiohttp's errors, in the request or while the caller reads the body, come out as
         :class:`TransportError` (a refused hop as :class:`RedirectError`). ``pool``: the
         caller's pool, already open (else one is opened for this request).
@@ -505,47 +504,82 @@ class KlingSession:
         where = url if api else url.with_query(None).with_fragment(None)
         try:
             async with pool or self._pool() as http:
-                # The API's first hop is on its origin, checked once (resolve_base_url).
-                first = api
-                if not api:
-                    url = _http.check_hop(url)
-                for _ in range(_MAX_REDIRECTS + 1):
-                    if first:
-                        on_api, proxy, first = True, self._api_proxy, False
-                    else:
-                        on_api = api and url.origin() == self._origin
-                        proxy = self._proxy_for(url)
-                    if log.isEnabledFor(logging.DEBUG):
-                        via = " (through a proxy)" if proxy is not None else ""
-                        log.debug("GET %s%s", url, via)
-                    async with http.get(
-                        url,
-                        headers=self._headers if on_api else self._plain_headers,
-                        allow_redirects=False,
-                        timeout=timeout,
-                        proxy=proxy,
-                    ) as resp:
-                        location = resp.headers.get("Location")
-                        if resp.status in _REDIRECTS and location:
-                            url = self._redirect_target(url, location)
-                            continue
-                        yield resp
-                        return
-                raise RedirectError(f"more than {_MAX_REDIRECTS} redirects from {where}")
-        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before 3.11
-            raise TransportError(
-                f"no complete response within {_limit(timeout)} from {where}"
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            # Its request_info holds the request headers, token included: neither chain it
-            # nor raise inside this block (that would keep it as __context__).
-            reason = self._scrub(f"{type(exc).__name__} from {where}: {exc.message}")
-        except aiohttp.ClientError as exc:
-            raise TransportError(self._scrub(f"{type(exc).__name__} from {where}: {exc}")) from exc
-        except RuntimeError:  # aiohttp's "Session is closed": ours by close(), or the caller's
+                resp = await self._respond(http, url, api=api, timeout=timeout, where=where)
+                async with resp:
+                    yield resp
+            return
+        except _FAILURES as exc:
+            error = self._failure(exc, where, timeout)
+        raise error  # outside the except: see _failure
+
+    async def _respond(
+        self,
+        http: aiohttp.ClientSession,
+        url: URL,
+        *,
+        api: bool,
+        timeout: aiohttp.ClientTimeout,
+        where: URL,
+    ) -> aiohttp.ClientResponse:
+        """GET ``url`` in the pool ``http``, following redirects by hand (http and https
+        only); the first response that is no redirect, open: the caller releases it.
+
+        With ``api``, ``url`` is built from the API's base URL (checked when the session was
+        made) and ``Authorization`` goes to the hops on the API's origin and no other;
+        without it, never. aiohttp's own redirect handling is off so this rule has no gaps.
+        aiohttp's errors are raised as they come (the caller maps them: :meth:`_failure`).
+        """
+        # The API's first hop is on its origin, checked once (resolve_base_url).
+        first = api
+        if not api:
+            url = _http.check_hop(url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            if first:
+                on_api, proxy, first = True, self._api_proxy, False
+            else:
+                on_api = api and url.origin() == self._origin
+                proxy = self._proxy_for(url)
+            if log.isEnabledFor(logging.DEBUG):
+                via = " (through a proxy)" if proxy is not None else ""
+                log.debug("GET %s%s", url, via)
+            resp = await http.get(
+                url,
+                headers=self._headers if on_api else self._plain_headers,
+                allow_redirects=False,
+                timeout=timeout,
+                proxy=proxy,
+            )
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                return resp
+            async with resp:  # released (as aiohttp's own context manager would) before
+                pass  # the next hop, or before a refused one raises
+            url = self._redirect_target(url, location)
+        raise RedirectError(f"more than {_MAX_REDIRECTS} redirects from {where}")
+
+    def _failure(
+        self, exc: BaseException, where: URL, timeout: aiohttp.ClientTimeout
+    ) -> BaseException:
+        """What an aiohttp failure (one of :data:`_FAILURES`) is to our caller, to raise
+        outside the ``except`` block that caught it: an aiohttp error's context may hold the
+        request headers, token included, and an exception raised inside the block keeps
+        that error as its ``__context__``. Raises SessionClosedError itself when the failure
+        is aiohttp's "Session is closed" after our close() (or the caller's)."""
+        error: BaseException
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # distinct types before 3.11
+            error = TransportError(f"no complete response within {_limit(timeout)} from {where}")
+            error.__cause__ = exc
+        elif isinstance(exc, aiohttp.ClientResponseError):
+            # Its request_info holds the request headers, token included: not chained.
+            error = TransportError(self._scrub(f"{type(exc).__name__} from {where}: {exc.message}"))
+            error.__suppress_context__ = True
+        elif isinstance(exc, aiohttp.ClientError):
+            error = TransportError(self._scrub(f"{type(exc).__name__} from {where}: {exc}"))
+            error.__cause__ = exc
+        else:  # RuntimeError: aiohttp's "Session is closed", ours by close() or the caller's
             self._check_open()
-            raise
-        raise TransportError(reason) from None
+            error = exc
+        return error
 
     def _redirect_target(self, url: URL, location: str) -> URL:
         try:
@@ -581,23 +615,39 @@ class KlingSession:
         self, url: URL, http: aiohttp.ClientSession
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One API GET (in the caller's pool ``http``): status, headers and the body, read
-        inside the request."""
+        inside the request. aiohttp's errors come out as in :meth:`_open`."""
         # Every attempt, in the task that sends it: close() may have come between two.
         self._check_open()
-        async with self._open(url, api=True, pool=_Shared(http)) as resp:
-            body = await self._read_body(resp, url)
+        timeout = self._timeout
+        try:
+            resp = await self._respond(http, url, api=True, timeout=timeout, where=url)
+            try:
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and "Content-Encoding" not in resp.headers
+                ):
+                    # Plain bytes of a known, allowed length (the usual page): read in one
+                    # call; aiohttp reads no more than Content-Length.
+                    body = await resp.read()
+                else:
+                    body = await self._read_body(resp, url)
+            finally:
+                resp.release()  # as aiohttp's context manager does on the way out
+                await resp.wait_for_close()
             return resp.status, resp.headers, body
+        except _FAILURES as exc:
+            error = self._failure(exc, url, timeout)
+        raise error  # outside the except: see _failure
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+        """A body of unknown or compressed length, counted as it is read (Content-Length is
+        the compressed size of a gzip body)."""
         cap = self.max_response_bytes
         length = resp.content_length
         if length is not None and length > cap:
             raise DecodeError(str(url), f"body of {length} bytes exceeds max_response_bytes={cap}")
-        if length is not None and "Content-Encoding" not in resp.headers:
-            # Plain bytes of a known, allowed length (the usual page): read in one call;
-            # aiohttp reads no more than Content-Length.
-            return await resp.read()
-        # Else count what is read: Content-Length is the compressed size of a gzip body.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -617,7 +667,10 @@ class KlingSession:
         """
         retry = retry or self.new_retry_state()
         url = url.with_query(params)
-        async with self._pool() as http:  # one pool for the retries of this call
+        if self._session is not None:  # the shared pool (what _pool() gives), no wrapper
+            self._check_open()
+            return await self._get_bytes_retried(url, retry, self._session)
+        async with self._loop_pool() as http:  # one pool for the retries of this call
             return await self._get_bytes_retried(url, retry, http)
 
     async def _get_bytes_retried(
@@ -625,7 +678,8 @@ class KlingSession:
     ) -> tuple[bytes, str]:
         attempt = 0
         while True:
-            await retry.wait()
+            if not retry.take():  # the usual request takes its slot at once
+                await retry.wait()
             error: Exception
             try:
                 if self._owns_session:  # close() breaks off our pools' connections itself
