@@ -515,6 +515,33 @@ class Planner(Generic[P]):
         out, self._out = self._out, []
         return out
 
+    def sole_request(self) -> PlanRequest | None:
+        """The request to send when it is all there is to do, taken (as by
+        :meth:`take_requests`); else None, nothing taken.
+
+        One page at a time, the next page asked and unanswered, nothing else to send or
+        cancel: until its answer, :meth:`next_batch` returns None and :attr:`done` is False,
+        so a driver may send it and wait for it without asking them.
+        """
+        out = self._out
+        if (
+            len(out) != 1
+            or self.prefetch
+            or self._cancels
+            or self._unpumped
+            or self._check is not None
+            or self.finished
+            or self.failed_request is not None
+            or len(self._by_id) != 1
+        ):
+            return None
+        req = out[0]
+        slot = self._pages.get(self._delivered + 1)
+        if slot is None or slot.req is not req or slot.answer is not None or slot.failed:
+            return None
+        self._out = []
+        return req
+
     def take_cancels(self) -> list[int]:
         """Ids of requests sent earlier whose answers are no longer wanted."""
         out, self._cancels = self._cancels, []

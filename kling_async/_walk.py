@@ -711,6 +711,7 @@ class Walk(Generic[M]):
         # The one request the walk waits for when it has nothing else in flight and pages are
         # asked one at a time (prefetch 0): awaited in place, no task and no asyncio.wait().
         alone: PlanRequest | None = None
+        sole: PlanRequest | None = None  # the same, taken with Planner.sole_request()
 
         def flush() -> bool:
             nonlocal alone
@@ -741,25 +742,35 @@ class Walk(Generic[M]):
 
         try:
             while True:
-                if flush():
-                    await asyncio.sleep(0)  # let the new requests go out before handing out
-                batch = planner.next_batch()
-                # No await from here to the yield: checkpoint() already counts this batch, and
-                # a commit (or a cancellation) in between would see it before its consumer.
-                if batch is not None:
-                    if planner.prefetch:
-                        flush()  # pages ahead go out (when the consumer next awaits)
-                    stats.requests, stats.retries = self._retry.requests, self._retry.retries
-                    yield self._batch(batch)
-                    continue
-                flush()
-                failed = planner.failed_request
-                if failed is not None:
-                    raise errors[failed]
-                if planner.done:
-                    return
-                if alone is not None:
+                req = sole
+                if req is None:
+                    if flush():
+                        await asyncio.sleep(0)  # let the new requests go out before handing out
+                    batch = planner.next_batch()
+                    # No await from here to the yield: checkpoint() already counts this batch,
+                    # and a commit (or a cancellation) in between would see it before its
+                    # consumer.
+                    if batch is not None:
+                        if planner.prefetch:
+                            flush()  # pages ahead go out (when the consumer next awaits)
+                        stats.requests, stats.retries = self._retry.requests, self._retry.retries
+                        yield self._batch(batch)
+                        if not tasks and alone is None:
+                            # One page at a time, the next page's request may be all there is
+                            # to do until its answer: then it is awaited at once (the steps
+                            # above would find nothing else to do first).
+                            sole = planner.sole_request()
+                        continue
+                    flush()
+                    failed = planner.failed_request
+                    if failed is not None:
+                        raise errors[failed]
+                    if planner.done:
+                        return
                     req, alone = alone, None
+                else:
+                    sole = None
+                if req is not None:
                     try:
                         answer = await self._fetch(req)
                     except Exception as error:  # the planner decides what it means

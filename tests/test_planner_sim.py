@@ -14,6 +14,7 @@ Pure code (no sockets): thousands of schedules in seconds. The contract checked:
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 from collections import Counter, deque
@@ -489,6 +490,8 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
                 steps.append(("depth", _state(planner)))
                 flush()
             batch = planner.next_batch()
+            if batch is not None and shortcut:
+                _sole_request_is_all_there_is(planner)  # where the driver asks for it
             flush()
             steps.append(("next", None if batch is None else list(batch.keep), _state(planner)))
             if batch is not None:
@@ -509,6 +512,26 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
     except (WalkStalledError, ResumeError) as exc:
         steps.append((type(exc).__name__, str(exc)))
     return steps
+
+
+def _sole_request_is_all_there_is(planner: Planner[list[int]]) -> bool:
+    """Planner.sole_request() (where the driver calls it: after a batch) against the steps
+    the driver would take instead: when it gives a request, those must send just it, hand
+    out nothing, cancel nothing and not end, leaving the same planner; else it takes
+    nothing."""
+    sole, general = copy.deepcopy(planner), copy.deepcopy(planner)
+    req = sole.sole_request()
+    if req is None:
+        assert _state(sole) == _state(planner)
+        return False
+    assert general.take_requests() == [req]
+    assert general.take_cancels() == []
+    assert general.next_batch() is None
+    assert general.take_requests() == []
+    assert general.take_cancels() == []
+    assert not general.done
+    assert _state(sole) == _state(general)
+    return True
 
 
 @SETTINGS
@@ -538,3 +561,21 @@ def test_the_sequential_shortcut_is_taken() -> None:
     planner._next_in_sequence = counting  # type: ignore[assignment,method-assign]
     drive(planner, server, Schedule(random.Random(0)))
     assert calls >= 8  # every full page after the first
+
+
+def test_the_sole_request_is_given_one_page_at_a_time() -> None:
+    """The check of Planner.sole_request() above means something only if it gives one."""
+    planner: Planner[list[int]] = Planner(page_size=40)
+    given = 0
+    next_batch = planner.next_batch
+
+    def checking() -> Batch[list[int]] | None:
+        nonlocal given
+        batch = next_batch()
+        if batch is not None:  # where the driver asks for it
+            given += _sole_request_is_all_there_is(planner)
+        return batch
+
+    planner.next_batch = checking  # type: ignore[method-assign]
+    drive(planner, library(400), Schedule(random.Random(0)))
+    assert given >= 8
