@@ -490,12 +490,12 @@ def error_for_response(
     return cls(status, message, kept, url=url)
 
 
-def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, url: str) -> T:
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, url: str | URL) -> T:
     """Decode a 200 body, or raise :class:`DecodeError` saying where and why."""
     try:
         return decoder.decode(body)
     except _BAD_JSON as exc:
-        raise DecodeError(url, str(exc)) from exc
+        raise DecodeError(str(url), str(exc)) from exc
 
 
 def backoff_delay(

@@ -659,14 +659,17 @@ class KlingSession:
 
     async def _get_bytes(
         self, url: URL, params: Mapping[str, str], retry: RetryState | None = None
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytes, URL]:
+        """GET ``url`` with ``params`` and retries: see :meth:`_get`."""
+        return await self._get(url.with_query(params), retry)
+
+    async def _get(self, url: URL, retry: RetryState | None = None) -> tuple[bytes, URL]:
         """GET ``url`` with retries; return the 2xx body and the URL (for error messages).
 
         Transient failures are retried with backoff shared through ``retry``; anything else,
         and the last failure, is raised as its typed error. Cancellation is never caught.
         """
         retry = retry or self.new_retry_state()
-        url = url.with_query(params)
         if self._session is not None:  # the shared pool (what _pool() gives), no wrapper
             self._check_open()
             return await self._get_bytes_retried(url, retry, self._session)
@@ -675,7 +678,7 @@ class KlingSession:
 
     async def _get_bytes_retried(
         self, url: URL, retry: RetryState, http: aiohttp.ClientSession
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytes, URL]:
         attempt = 0
         while True:
             if not retry.take():  # the usual request takes its slot at once
@@ -693,7 +696,7 @@ class KlingSession:
                 wait_hint = None
             else:
                 if 200 <= status < 300:
-                    return body, str(url)
+                    return body, url
                 error = _http.error_for_response(
                     status, headers, _http.redact(body, self._secrets), url=str(url)
                 )

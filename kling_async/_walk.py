@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
+from yarl import URL
 
 from . import _http
 from ._lenient import DriftReport, FieldPath, decode_lenient, format_path, parse_path
@@ -148,7 +149,7 @@ class Drift:
 _INDEX: Final = re.compile(r"\[\d+\]")
 
 
-def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage:
+def decode_page(body: bytes, url: str | URL, drift: Drift | None = None) -> AssetsPage:
     """A whole page, every field of an unexpected type converted or None (see _lenient).
 
     Raises:
@@ -166,9 +167,9 @@ def decode_page(body: bytes, url: str, drift: Drift | None = None) -> AssetsPage
             body, ASSETS_PAGE_DECODER, AssetsPage, on_drift=report, required=(("history",),)
         )
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(url, str(exc)) from exc
+        raise DecodeError(str(url), str(exc)) from exc
     except RecursionError as exc:  # the untyped re-decode of a deeply nested body
-        raise DecodeError(url, "JSON nested too deeply") from exc
+        raise DecodeError(str(url), "JSON nested too deeply") from exc
 
 
 class WorkPage(Generic[M]):
@@ -193,7 +194,7 @@ class WorkPage(Generic[M]):
         works: list[M],
         raw_works: list[msgspec.Raw],
         body: bytes,
-        url: str = "",
+        url: str | URL = "",
         drift: Drift | None = None,
         heads: Sequence[Any] | None = None,
     ) -> None:
@@ -229,7 +230,7 @@ class _Fetched(Generic[M]):
     def __init__(
         self,
         body: bytes,
-        url: str,
+        url: str | URL,
         raws: list[msgspec.Raw],
         works: list[M],
         heads: Sequence[Any],
@@ -376,7 +377,7 @@ _WORK_CODEC: Final[_Codec[Work]] = _codec(Work)
 
 
 def _decode_works(
-    raw_page: _RawPage, url: str, drift: Drift, codec: _Codec[M] | None, *, heads: bool
+    raw_page: _RawPage, url: str | URL, drift: Drift, codec: _Codec[M] | None, *, heads: bool
 ) -> tuple[list[msgspec.Raw], list[Any], Sequence[Any]]:
     """Each work as sent, decoded as the model (``codec``; None for the export: only the
     fields the walk and the downloader read, as a :class:`Work`), and what the walk reads of
@@ -395,11 +396,11 @@ def _decode_works(
     return raws, works, found
 
 
-def _check_ids(history: Sequence[Any], heads: Sequence[Any], url: str) -> None:
+def _check_ids(history: Sequence[Any], heads: Sequence[Any], url: str | URL) -> None:
     """Every work has a workId: the walk finds its place by them."""
     if any(head.work_id is None for head in heads):
         _, i, j = next(where for where in _places(history) if heads[where[0]].work_id is None)
-        raise DecodeError(url, f"history[{i}].works[{j}].workId is missing")
+        raise DecodeError(str(url), f"history[{i}].works[{j}].workId is missing")
 
 
 def _lite(head: _WorkHead) -> Work:
@@ -427,7 +428,7 @@ def _lenient(
     on_drift: DriftReport,
     required: tuple[FieldPath, ...],
     where: str,
-    url: str,
+    url: str | URL,
 ) -> T:
     """One work through :func:`decode_lenient`; what cannot be read is a DecodeError."""
     try:
@@ -436,13 +437,13 @@ def _lenient(
         parsed = parse_path(str(exc))
         path = format_path(parsed[1], where) if parsed else ""
         reason = parsed[0] if parsed else str(exc)
-        raise DecodeError(url, f"{path or where}: {reason}") from exc
+        raise DecodeError(str(url), f"{path or where}: {reason}") from exc
     except RecursionError as exc:
-        raise DecodeError(url, f"{where}: JSON nested too deeply") from exc
+        raise DecodeError(str(url), f"{where}: JSON nested too deeply") from exc
 
 
 def _decode_drifted(
-    raw_page: _RawPage, url: str, drift: Drift, codec: _Codec[M] | None, *, heads: bool
+    raw_page: _RawPage, url: str | URL, drift: Drift, codec: _Codec[M] | None, *, heads: bool
 ) -> tuple[list[Any], Sequence[Any]]:
     """The slow path: each work through :func:`decode_lenient`, drift reported by path."""
     works: list[Any] = []
@@ -546,7 +547,12 @@ class Walk(Generic[M]):
             content_type=content_type,
             email=email if email is not None else kling._email,
         )
-        self._params = {k: v for k, v in params.items() if k not in ("pageNum", "pageSize")}
+        # Each page's URL is built from these, the rest of its query encoded once (by yarl,
+        # as with_query would: see _page_url).
+        rest = {k: v for k, v in params.items() if k not in ("pageNum", "pageSize")}
+        base = kling._assets_url
+        tail = base.with_query(rest).raw_query_string
+        self._url_parts = (base.scheme, base.raw_authority, base.raw_path, tail and f"&{tail}")
         for name, value in (("max_items", max_items), ("max_pages", max_pages)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int or None")
@@ -622,21 +628,32 @@ class Walk(Generic[M]):
         """The prefetch depth in use (with ``prefetch="auto"``, the one picked so far)."""
         return self._planner.prefetch
 
+    def _page_url(self, page_num: int, page_size: int) -> URL:
+        """The URL of a page: the assets URL with ``pageNum``, ``pageSize`` and the walk's
+        other parameters (checked and encoded once, in __init__), as
+        ``with_query({"pageNum": ..., "pageSize": ..., **others})`` gives it, for less."""
+        scheme, authority, path, tail = self._url_parts
+        return URL.build(
+            scheme=scheme,
+            authority=authority,
+            path=path,
+            query_string=f"pageNum={page_num}&pageSize={page_size}{tail}",
+            encoded=True,
+        )
+
     async def _fetch(self, req: PlanRequest) -> Answer[_Fetched[M]]:
-        kling = self._kling
-        # Checked once (in __init__); only the page and its size change from one to the next.
-        params = {"pageNum": str(req.page_num), "pageSize": str(req.page_size), **self._params}
         auto = self._auto
         started = time.monotonic() if auto is not None else 0.0  # no clock without "auto"
         retries = self._retry.retries
-        body, url = await kling._get_bytes(kling._assets_url, params, self._retry)
+        url = self._page_url(req.page_num, req.page_size)
+        body, url = await self._kling._get(url, self._retry)
         if auto is not None and not req.probe:
             depth = auto.observe(time.monotonic() - started, self._retry.retries > retries)
             if depth != self._planner.prefetch:
                 self._planner.set_prefetch(depth)
         return self._decode(body, url, head=req.page_num == 1)
 
-    def _decode(self, body: bytes, url: str, *, head: bool = True) -> Answer[_Fetched[M]]:
+    def _decode(self, body: bytes, url: str | URL, *, head: bool = True) -> Answer[_Fetched[M]]:
         """An answer's bytes as the planner reads them, its works decoded as the model
         (``head``: with the head of the list, for answers to page 1)."""
         codec, times = self._codec, self.since is not None
@@ -662,7 +679,7 @@ class Walk(Generic[M]):
         self,
         page: _WorksPage[M] | _PlainPage[M],
         body: bytes,
-        url: str,
+        url: str | URL,
         heads: list[_HeadsItem] | None = None,
         *,
         head: bool = True,
@@ -674,7 +691,7 @@ class Walk(Generic[M]):
         if heads is not None:
             found = [one for item in heads for one in item.works]
             if len(found) != len(works):  # cannot be, from the same bytes
-                raise DecodeError(url, "the page's works could not be counted")
+                raise DecodeError(str(url), "the page's works could not be counted")
         fetched = _Fetched(body, url, [], works, found)
         return _page_answer(page.history, fetched, times=self.since is not None, head=head)
 

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from kling_async import _http, errors
+from kling_async import KlingSession, _http, errors
 from kling_async.models import ASSETS_PAGE_DECODER
 
 
@@ -166,3 +168,31 @@ def test_download_params() -> None:
         _http.download_params([], None, None)
     with pytest.raises(ValueError, match="unknown file types"):
         _http.download_params([1], ["GIF"], None)
+
+
+@given(
+    email=st.one_of(st.none(), st.text(min_size=1)),
+    content_type=st.sampled_from([None, *_http.CONTENT_TYPES]),
+    page_num=st.integers(1, 10**9),
+    page_size=st.integers(1, 10**4),
+)
+@example(email="a&b=c#d+e f%20g;h/i?j@k.l", content_type=None, page_num=1, page_size=40)
+@example(email="zoë+ü@例え.jp", content_type="video", page_num=7, page_size=1)
+def test_a_walks_page_url_is_the_one_with_query_gives(
+    email: str | None, content_type: str | None, page_num: int, page_size: int
+) -> None:
+    """A walk builds each page's URL from a template encoded once; it must be the URL (and
+    the bytes on the wire) that ``with_query`` of the page's parameters gives."""
+    kling = KlingSession("t", base_url="http://127.0.0.1:9/v1/kling")
+    try:
+        params = _http.assets_params(
+            page_num=page_num, page_size=page_size, content_type=content_type, email=email
+        )
+    except ValueError:
+        return  # refused before any request, by the walk too (tests of the arguments)
+    walk = kling.walk(email=email, content_type=content_type)
+    expected = kling._assets_url.with_query(params)
+    built = walk._page_url(page_num, page_size)
+    assert built == expected
+    assert str(built) == str(expected)
+    assert built.raw_path_qs == expected.raw_path_qs
