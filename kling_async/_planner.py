@@ -521,7 +521,9 @@ class Planner(Generic[P]):
 
         One page at a time, the next page asked and unanswered, nothing else to send or
         cancel: until its answer, :meth:`next_batch` returns None and :attr:`done` is False,
-        so a driver may send it and wait for it without asking them.
+        so a driver may send it and wait for it without asking them. The planner sim checks
+        this against those steps after every batch of walks of every kind; some tests below
+        are implied by others (a stopped or failed walk has the request cancelled too).
         """
         out = self._out
         if (

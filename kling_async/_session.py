@@ -280,6 +280,8 @@ class KlingSession:
         self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
         # Sleeps (backoffs, watch intervals) that close() must cut short.
         self._close_waiters: set[asyncio.Future[None]] = set()
+        # Responses whose bodies are being read: close() wakes their readers (see close()).
+        self._reading: set[aiohttp.ClientResponse] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -312,6 +314,10 @@ class KlingSession:
         self._closed = True
         for waiter in list(self._close_waiters):
             _wake(waiter)
+        for resp in list(self._reading):
+            # aiohttp does not wake a body's reader when its connection is closed (the
+            # protocol lets go of the payload first): the read would wait out its timeout.
+            resp.content.set_exception(aiohttp.ClientConnectionError("the KlingSession closed"))
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - close() is a coroutine: a loop runs
@@ -505,8 +511,12 @@ class KlingSession:
         try:
             async with pool or self._pool() as http:
                 resp = await self._respond(http, url, api=api, timeout=timeout, where=where)
-                async with resp:
-                    yield resp
+                self._reading.add(resp)
+                try:
+                    async with resp:
+                        yield resp
+                finally:
+                    self._reading.discard(resp)
             return
         except _FAILURES as exc:
             error = self._failure(exc, where, timeout)
@@ -621,6 +631,8 @@ class KlingSession:
         timeout = self._timeout
         try:
             resp = await self._respond(http, url, api=True, timeout=timeout, where=url)
+            reading = self._reading
+            reading.add(resp)
             try:
                 length = resp.content_length
                 if (
@@ -634,6 +646,7 @@ class KlingSession:
                 else:
                     body = await self._read_body(resp, url)
             finally:
+                reading.discard(resp)
                 resp.release()  # as aiohttp's context manager does on the way out
                 await resp.wait_for_close()
             return resp.status, resp.headers, body
@@ -669,9 +682,9 @@ class KlingSession:
         Transient failures are retried with backoff shared through ``retry``; anything else,
         and the last failure, is raised as its typed error. Cancellation is never caught.
         """
+        self._check_open()
         retry = retry or self.new_retry_state()
         if self._session is not None:  # the shared pool (what _pool() gives), no wrapper
-            self._check_open()
             return await self._get_bytes_retried(url, retry, self._session)
         async with self._loop_pool() as http:  # one pool for the retries of this call
             return await self._get_bytes_retried(url, retry, http)

@@ -18,6 +18,7 @@ import copy
 import os
 import random
 from collections import Counter, deque
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -579,3 +580,98 @@ def test_the_sole_request_is_given_one_page_at_a_time() -> None:
     planner.next_batch = checking  # type: ignore[method-assign]
     drive(planner, library(400), Schedule(random.Random(0)))
     assert given >= 8
+
+
+def _walk_checking_sole_requests(seed: int) -> int:
+    """A walk of any kind (max_items, max_pages, since, failures, caps, repeats, depth
+    changes, resumes, a stop in the consumer's turn), checking Planner.sole_request() after
+    every batch, where the driver asks for it: after the consumer's turn. Returns how often
+    it gave a request."""
+    rng = random.Random(seed)
+    server = Server.build(
+        rng,
+        rng.randint(0, 40),
+        cap=rng.choice([None, None, rng.randint(1, 6)]),
+        offsets_by_served=rng.random() < 0.5,
+        repeat_past_end=rng.random() < 0.5,
+    )
+    arrivals = rng.choice([0, 0, 1, 3])
+    fail_chance = rng.choice([0.0, 0.05, 0.2])
+    options: dict[str, Any] = {
+        "page_size": rng.randint(1, 6),
+        "prefetch": rng.choice([0, 0, 0, 1]),
+        "max_items": rng.choice([None, rng.randint(0, 60)]),
+        "max_pages": rng.choice([None, rng.randint(0, 15)]),
+        "since": rng.choice([None, 10**9 - rng.randint(1, 80)]),
+        "max_stale_pages": rng.choice([1, 2, 3]),
+    }
+    planner: Planner[list[int]] = Planner(**options)
+    waiting: dict[int, tuple[int, int]] = {}
+    answered: dict[int, Answer[list[int]] | None] = {}  # None: the request failed
+    given = resumes = 0
+
+    def flush() -> None:
+        for req in planner.take_requests():
+            waiting[req.id] = (req.page_num, req.page_size)
+        for rid in planner.take_cancels():
+            waiting.pop(rid, None)
+            answered.pop(rid, None)
+
+    with contextlib.suppress(WalkStalledError, ResumeError):
+        for _ in range(5000):
+            flush()
+            if rng.random() < 0.05:
+                planner.set_prefetch(rng.choice([0, 0, 1, 4]))
+                flush()
+            if planner.next_batch() is not None:
+                if rng.random() < 0.03:
+                    planner.finish()  # Walk.stop() in the consumer's turn
+                given += _sole_request_is_all_there_is(planner)
+                flush()
+                if resumes < 2 and rng.random() < 0.1 and not planner.finished:
+                    resumes += 1
+                    checkpoint = WalkCheckpoint.from_json(planner.checkpoint().to_json())
+                    server.arrive(rng.randint(0, 3))
+                    waiting.clear()
+                    answered.clear()
+                    prefetch = rng.choice([0, 0, 1])
+                    planner = Planner(**{**options, "prefetch": prefetch, "resume": checkpoint})
+                continue
+            flush()
+            if planner.done:
+                break
+            if answered and (not waiting or rng.random() < 0.5):
+                rid = rng.choice(list(answered))
+                answer = answered.pop(rid)
+                if answer is None:
+                    planner.receive_failure(rid)
+                else:
+                    planner.receive(rid, answer)
+            elif waiting:
+                rid = rng.choice(list(waiting))
+                page_num, size = waiting.pop(rid)
+                if arrivals and rng.random() < 0.5:
+                    server.arrive(rng.randint(1, arrivals))
+                if rng.random() < fail_chance:
+                    answered[rid] = None
+                else:
+                    answer = server.answer(page_num, size)
+                    # Newer works (arrivals, ids from 10,000,000) newer, older ones older.
+                    answer.times = [10**9 + i if i >= 10**7 else 10**9 - i for i in answer.ids]
+                    answered[rid] = answer
+            else:
+                break
+    return given
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1))
+def test_the_sole_request_is_all_there_is_in_any_walk(seed: int) -> None:
+    """Planner.sole_request() against the general steps in walks of every kind: with
+    max_items, max_pages and since, failed requests, and a stop in the consumer's turn."""
+    _walk_checking_sole_requests(seed)
+
+
+def test_the_sole_request_check_sees_requests_given() -> None:
+    """The test above means something only if sole_request() gives requests in such walks."""
+    assert sum(_walk_checking_sole_requests(seed) for seed in range(200)) >= 200

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from kling_async import KlingError, KlingSession, SessionClosedError, Work
+from kling_async import KlingError, KlingSession, SessionClosedError, TransportError, Work
 from kling_async.testing import FakeKlingServer
 
 from .conftest import TOKEN, Scripted, make_page
@@ -254,3 +254,73 @@ async def test_no_request_after_close_between_retries(scripted: Scripted) -> Non
         await asyncio.gather(*closing)
         await asyncio.sleep(0.2)
     assert len(seen) == 1, f"{len(seen) - 1} request(s) after close()"
+
+
+async def test_a_closed_session_sends_and_counts_nothing(scripted: Scripted) -> None:
+    """A walk of a session closed outside ``async with``: SessionClosedError before any pool
+    is opened or any request counted."""
+    scripted.handle(lambda request: web.Response(status=500))
+    kling = KlingSession(TOKEN, base_url=scripted.base_url)
+    await kling.close()
+    walk = kling.walk(page_size=2)
+    with pytest.raises(SessionClosedError):
+        async for _ in walk:
+            pass
+    assert scripted.requests == []
+    assert walk.stats.requests == 0
+
+
+def _stalling_body(
+    started: asyncio.Event,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler that promises 1,000 bytes, sends 13 and then sits for 600 s."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": "1000"}
+        )
+        await resp.prepare(request)
+        await resp.write(b'{"history": [')
+        started.set()
+        await asyncio.sleep(600)
+        return resp
+
+    return handler
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["async-with", "no-async-with"])
+async def test_close_ends_a_call_reading_a_body(scripted: Scripted, shared: bool) -> None:
+    """close() while a page's body is being read (the server stalls mid-body) ends the call
+    with SessionClosedError at once, not after the request's timeout."""
+    started = asyncio.Event()
+    scripted.handle(_stalling_body(started))
+    kling = KlingSession(TOKEN, base_url=scripted.base_url, timeout=600, max_retries=0)
+    if shared:
+        await kling.__aenter__()
+    task = asyncio.create_task(kling.get_assets())
+    await asyncio.wait_for(started.wait(), BOUND)
+    await asyncio.sleep(0.05)  # the client is in read()
+    await kling.close()
+    with pytest.raises(SessionClosedError):
+        await asyncio.wait_for(task, BOUND)
+
+
+async def test_close_ends_a_cdn_read(scripted: Scripted) -> None:
+    """The same for a file streamed with open_cdn(): the read ends (as a TransportError,
+    the next step of the download then finds the session closed)."""
+    started = asyncio.Event()
+    scripted.handle(_stalling_body(started))
+    async with KlingSession(TOKEN, base_url=scripted.base_url, timeout=600) as kling:
+
+        async def read() -> bytes:
+            async with kling.open_cdn(scripted.base_url + "/file.mp4") as resp:
+                return await resp.read()
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(started.wait(), BOUND)
+        await asyncio.sleep(0.05)
+        await kling.close()
+        with pytest.raises(TransportError, match="closed"):
+            await asyncio.wait_for(task, BOUND)
+        with pytest.raises(SessionClosedError):
+            await kling.get_assets()
