@@ -759,7 +759,7 @@ class Walk(Generic[M]):
 
         try:
             while True:
-                req = sole
+                req, sole = sole, None
                 if req is None:
                     if flush():
                         await asyncio.sleep(0)  # let the new requests go out before handing out
@@ -785,8 +785,6 @@ class Walk(Generic[M]):
                     if planner.done:
                         return
                     req, alone = alone, None
-                else:
-                    sole = None
                 if req is not None:
                     try:
                         answer = await self._fetch(req)
