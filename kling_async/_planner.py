@@ -641,25 +641,67 @@ class Planner(Generic[P]):
                 return None
         return None
 
-    def _next_in_sequence(self) -> Batch[P] | None:
-        """The usual page one page at a time, handed out and the next one asked, in one step.
+    def receive_in_sequence(self, req_id: int, answer: Answer[P]) -> Batch[P] | None:
+        """:meth:`receive` and then :meth:`next_batch`, in one step, for the usual answer one
+        page at a time; else None, having changed nothing (call :meth:`receive`).
 
-        Applies only when the general path (:meth:`_advance`, :meth:`_deliver`, then
-        :meth:`_pump`) would decide exactly this: page ``n`` is the one request out, answered,
-        asked right after the page above was received with nothing else in flight (so it
-        is the next stretch: see :meth:`_adjacent`), full at a proven size, and holds only
-        works never seen and no repeat. Anything else returns None having changed nothing,
-        and the general path decides. ``tests/test_planner_sim.py`` runs every schedule both
-        ways and requires the same requests, batches, checkpoints and planner state, after
-        every batch and after every step (with depth changes and resumes). Some of the tests
-        below are implied by others (pages in flight are in ``_by_id``; a check, a probe or a
-        solo refetch means another request or none in hand); they stay, as the statement of
-        the one state this step knows how to handle.
+        The usual answer: to the one request out (the next page, as :meth:`sole_request`
+        gives it), nothing waiting to be sent or cancelled, and a page that
+        :meth:`_next_in_sequence` would hand out. A driver that awaited that request alone
+        hands the batch out at once: what it would do between the two calls (send what is
+        pending) has nothing to do. ``tests/test_planner_sim.py`` compares this with the two
+        calls, on the general path, at every answer of walks of every kind.
+        """
+        n = self._delivered + 1
+        slot = self._pages.get(n)
+        if (
+            slot is None
+            or slot.req.id != req_id
+            or self.prefetch
+            or not self._plain
+            or self._out
+            or self._cancels
+            or not self._usual(n, slot, answer)
+        ):
+            return None
+        # What receive() does with it: _note_arrivals() finds nothing (no other page is in
+        # hand, and none of its works is on the page above: _usual), and one page at a time
+        # nothing is pumped before next_batch().
+        self._seq += 1
+        self._received += 1
+        slot.recv_seq = slot.mark.recv = self._seq
+        slot.answer = answer
+        self._need_hi.append(slot)
+        return self._in_sequence(n, slot, answer)
+
+    def _next_in_sequence(self) -> Batch[P] | None:
+        """The usual page one page at a time, handed out and the next one asked, in one step
+        (see :meth:`_usual`); else None, having changed nothing, and the general path
+        (:meth:`_advance`, :meth:`_deliver`, then :meth:`_pump`) decides.
+
+        ``tests/test_planner_sim.py`` runs every schedule both ways and requires the same
+        requests, batches, checkpoints and planner state, after every batch and after every
+        step (with depth changes and resumes).
         """
         n = self._delivered + 1
         slot = self._pages.get(n)
         if slot is None or slot.answer is None:
             return None  # not answered yet (the usual case when asked before the answer)
+        if not self._usual(n, slot, slot.answer):
+            return None
+        return self._in_sequence(n, slot, slot.answer)
+
+    def _usual(self, n: int, slot: _Slot[P], answer: Answer[P]) -> bool:
+        """Whether ``answer``, to page ``n``'s request in ``slot``, is the usual page one page
+        at a time, which the general path would hand out whole and then ask the next page:
+        the one request out, asked right after the page above was received with nothing
+        else in flight (so it is the next stretch: see :meth:`_adjacent`), full at a proven
+        size, holding only works never seen and no repeat.
+
+        Some of the tests are implied by others (pages in flight are in ``_by_id``; a
+        check, a probe or a solo refetch means another request or none in hand); they stay,
+        as the statement of the one state :meth:`_in_sequence` knows how to handle.
+        """
         last = self._last
         if (
             last is None
@@ -677,36 +719,35 @@ class Planner(Generic[P]):
             or self._probe is not None
             or self._repipeline
             or not self.size_proven
-        ):
-            return None
-        answer = slot.answer
-        if (
-            answer.n_entries != self.size
+            or answer.n_entries != self.size
             or self._by_id.get(slot.req.id) is not slot
             or not self._tight(slot, last)
         ):
-            return None
+            return False
         ids, id_set, anchor = answer.ids, answer.id_set, self._anchor
-        if (
+        return not (
             not ids
             or len(id_set) != len(ids)
             or not anchor
             or anchor[-1] in id_set
             or not self._last_set.isdisjoint(id_set)
             or self._seen.any_of(id_set)
-        ):
-            return None
-        # What _deliver does with such a page.
+        )
+
+    def _in_sequence(self, n: int, slot: _Slot[P], answer: Answer[P]) -> Batch[P]:
+        """What the general path does with the usual page ``n`` (:meth:`_usual`): hand it
+        out whole (:meth:`_deliver`), then ask the next page (:meth:`_pump`, which sends no
+        head probe one page at a time)."""
+        ids = answer.ids
         del self._pages[n]
         del self._by_id[slot.req.id]
         self.stats.pages += 1
         keep = range(len(ids))
-        self._seen.add(id_set, new=True)
+        self._seen.add(answer.id_set, new=True)
         self._stale = self._loose = 0
         self._tail = self.size
         self._anchor, self._anchor_page = ids, n
         batch = self._hand_out(n, slot, keep)
-        # What _pump then does: ask the next page (no probe goes out one page at a time).
         self._unpumped = False
         self._ask(max(self._next_emit, n + 1))
         return batch

@@ -764,35 +764,40 @@ class Walk(Generic[M]):
                     if flush():
                         await asyncio.sleep(0)  # let the new requests go out before handing out
                     batch = planner.next_batch()
-                    # No await from here to the yield: checkpoint() already counts this batch,
-                    # and a commit (or a cancellation) in between would see it before its
-                    # consumer.
-                    if batch is not None:
-                        if planner.prefetch:
-                            flush()  # pages ahead go out (when the consumer next awaits)
-                        stats.requests, stats.retries = self._retry.requests, self._retry.retries
-                        yield self._batch(batch)
-                        if not tasks and alone is None:
-                            # One page at a time, the next page's request may be all there is
-                            # to do until its answer: then it is awaited at once (the steps
-                            # above would find nothing else to do first).
-                            sole = planner.sole_request()
-                        continue
-                    flush()
-                    failed = planner.failed_request
-                    if failed is not None:
-                        raise errors[failed]
-                    if planner.done:
-                        return
-                    req, alone = alone, None
+                    if batch is None:
+                        flush()
+                        failed = planner.failed_request
+                        if failed is not None:
+                            raise errors[failed]
+                        if planner.done:
+                            return
+                        req, alone = alone, None
+                    elif planner.prefetch:
+                        flush()  # pages ahead go out (when the consumer next awaits)
                 if req is not None:
                     try:
                         answer = await self._fetch(req)
                     except Exception as error:  # the planner decides what it means
                         errors[req.id] = error
                         planner.receive_failure(req.id)
-                    else:
+                        continue
+                    # The usual page, one page at a time: received and handed out in one step
+                    # (the steps above, between the two, would find nothing to do).
+                    batch = planner.receive_in_sequence(req.id, answer)
+                    if batch is None:
                         planner.receive(req.id, answer)
+                        continue
+                if batch is not None:
+                    # No await from next_batch() to the yield: checkpoint() already counts
+                    # this batch, and a commit (or a cancellation) in between would see it
+                    # before its consumer.
+                    stats.requests, stats.retries = self._retry.requests, self._retry.retries
+                    yield self._batch(batch)
+                    if not tasks and alone is None:
+                        # One page at a time, the next page's request may be all there is to
+                        # do until its answer: then it is awaited at once (the steps above
+                        # would find nothing else to do first).
+                        sole = planner.sole_request()
                     continue
                 if not tasks:
                     if errors:  # a failure the planner had no use for: say what it was

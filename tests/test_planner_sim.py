@@ -18,6 +18,7 @@ import copy
 import os
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -508,7 +509,8 @@ def _stepwise(world: dict[str, object], ops_seed: int, *, shortcut: bool) -> lis
             if planner.done:
                 steps.append(("done", planner.finished))
                 return steps
-            rid = step(planner, server, schedule, waiting, answered)
+            receive = _checked_receive(planner) if shortcut else None
+            rid = step(planner, server, schedule, waiting, answered, receive)
             steps.append(("step", rid, _state(planner)))
     except (WalkStalledError, ResumeError) as exc:
         steps.append((type(exc).__name__, str(exc)))
@@ -533,6 +535,43 @@ def _sole_request_is_all_there_is(planner: Planner[list[int]]) -> bool:
     assert not general.done
     assert _state(sole) == _state(general)
     return True
+
+
+def _receive_in_sequence_is_receive_then_next_batch(
+    planner: Planner[list[int]], rid: int, answer: Answer[list[int]]
+) -> bool:
+    """Planner.receive_in_sequence() against the calls the driver would make instead:
+    receive(), then (nothing to send or cancel in between) next_batch() on the general path.
+    When it gives a batch, they must give the same one and leave the same planner; else it
+    changes nothing."""
+    fast, general = copy.deepcopy(planner), copy.deepcopy(planner)
+    batch = fast.receive_in_sequence(rid, answer)
+    if batch is None:
+        assert _state(fast) == _state(planner)
+        return False
+    general._plain = False  # the general path only
+    general.receive(rid, answer)
+    assert general.take_requests() == []
+    assert general.take_cancels() == []
+    expected = general.next_batch()
+    assert expected is not None
+    assert (batch.page_num, list(batch.keep), batch.payload) == (
+        expected.page_num,
+        list(expected.keep),
+        expected.payload,
+    )
+    assert _state(fast) == _state(general)
+    return True
+
+
+def _checked_receive(planner: Planner[list[int]]) -> Callable[[int, Answer[list[int]]], None]:
+    """planner.receive, checking receive_in_sequence() against it first."""
+
+    def receive(rid: int, answer: Answer[list[int]]) -> None:
+        _receive_in_sequence_is_receive_then_next_batch(planner, rid, answer)
+        planner.receive(rid, answer)
+
+    return receive
 
 
 @SETTINGS
@@ -562,6 +601,31 @@ def test_the_sequential_shortcut_is_taken() -> None:
     planner._next_in_sequence = counting  # type: ignore[assignment,method-assign]
     drive(planner, server, Schedule(random.Random(0)))
     assert calls >= 8  # every full page after the first
+
+
+def test_the_answer_in_sequence_is_taken() -> None:
+    """The checks of Planner.receive_in_sequence() mean something only if it gives batches."""
+    planner: Planner[list[int]] = Planner(page_size=40)
+    given = 0
+
+    def checking(rid: int, answer: Answer[list[int]]) -> None:
+        nonlocal given
+        given += _receive_in_sequence_is_receive_then_next_batch(planner, rid, answer)
+        planner.receive(rid, answer)
+
+    server, schedule = library(400), Schedule(random.Random(0))
+    waiting: dict[int, tuple[int, int]] = {}
+    answered: dict[int, Answer[list[int]]] = {}
+    for _ in range(1000):
+        batch = planner.next_batch()
+        for req in planner.take_requests():
+            waiting[req.id] = (req.page_num, req.page_size)
+        if batch is None:
+            if planner.done:
+                break
+            step(planner, server, schedule, waiting, answered, checking)
+    assert planner.finished
+    assert given >= 8  # every full page after the first
 
 
 def test_the_sole_request_is_given_one_page_at_a_time() -> None:
@@ -646,7 +710,7 @@ def _walk_checking_sole_requests(seed: int) -> int:
                 if answer is None:
                     planner.receive_failure(rid)
                 else:
-                    planner.receive(rid, answer)
+                    _checked_receive(planner)(rid, answer)
             elif waiting:
                 rid = rng.choice(list(waiting))
                 page_num, size = waiting.pop(rid)

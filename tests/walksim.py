@@ -152,13 +152,15 @@ def step(
     schedule: Schedule,
     waiting: dict[int, tuple[int, int]],
     answered: dict[int, Answer[list[int]]],
+    receive: Callable[[int, Answer[list[int]]], None] | None = None,
 ) -> int:
-    """One move of the world: hand an answer to the planner, or serve a request sent (works
-    arriving or deleted first, as the schedule says). Returns the request's id."""
+    """One move of the world: hand an answer to the planner (with ``receive``, if given:
+    else ``planner.receive``), or serve a request sent (works arriving or deleted first, as
+    the schedule says). Returns the request's id."""
     rng = schedule.rng
     if answered and (not waiting or rng.random() < schedule.deliver_bias):
         rid = rng.choice(list(answered))
-        planner.receive(rid, answered.pop(rid))
+        (receive or planner.receive)(rid, answered.pop(rid))
         return rid
     rid = rng.choice(list(waiting))
     page_num, size = waiting.pop(rid)
