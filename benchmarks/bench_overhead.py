@@ -20,8 +20,9 @@ loop, and the walk's own bookkeeping per work.
    interleaved repeats; the median of the ratios of each walk to the bare walk run right
    before it is printed too: the machine's speed drifts between seconds, a pair shares its
    moment). The client's own CPU time per work is printed beside it (``time.process_time``,
-   best of the repeats): what the client costs, without the server's share and hardly moved
-   by other processes on the machine.
+   best of the repeats), with bare's CPU per work over each contender's as "x bare (CPU)":
+   what the client costs, without the server's share. It is less moved by other processes
+   than the wall time, not unmoved (they share the caches and the cores).
 2. **Bookkeeping, no network.** The same pages already decoded (as :class:`SmallWork` pages)
    and held in memory; the walk's fetch is replaced by a source that hands them back, so
    what is left is the walk: the planner, its checks, the batches and the generator the user
@@ -339,8 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = ratio >= MODEL_TARGET
     print(
         f"- {verdict(ok)} {MODEL} is {fmt_ratio(ratio)} bare (target >= {MODEL_TARGET}x); "
-        f"median of the paired repeats {fmt_ratio(paired)}; the client's CPU per work "
-        f"{fmt_ratio(bare_cpu / cpu[MODEL].best)} bare's ({BARE_GEN}: "
+        f"median of the paired repeats {fmt_ratio(paired)}; by the client's CPU per work "
+        f"{fmt_ratio(bare_cpu / cpu[MODEL].best)} bare (bare's over ours; {BARE_GEN}: "
         f"{fmt_ratio(bare / http[BARE_GEN].best)} wall, "
         f"{fmt_ratio(bare_cpu / cpu[BARE_GEN].best)} CPU)"
     )

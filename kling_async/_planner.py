@@ -650,7 +650,10 @@ class Planner(Generic[P]):
         :meth:`_next_in_sequence` would hand out. A driver that awaited that request alone
         hands the batch out at once: what it would do between the two calls (send what is
         pending) has nothing to do. ``tests/test_planner_sim.py`` compares this with the two
-        calls, on the general path, at every answer of walks of every kind.
+        calls, on the general path, at every answer of its step-by-step and any-walk runs;
+        those send what is pending before they answer, so the guards on what is pending and
+        on the request's id (implied there by the one request in flight) are tested apart,
+        with an answer to a cancelled request and one before the request was taken.
         """
         n = self._delivered + 1
         slot = self._pages.get(n)
@@ -705,6 +708,7 @@ class Planner(Generic[P]):
         last = self._last
         if (
             last is None
+            or slot.failed  # an answer after the request was reported failed: the failure wins
             or len(self._pages) != 1
             or len(self._by_id) != 1
             or self.finished

@@ -788,9 +788,9 @@ class Walk(Generic[M]):
                         planner.receive(req.id, answer)
                         continue
                 if batch is not None:
-                    # No await from next_batch() to the yield: checkpoint() already counts
-                    # this batch, and a commit (or a cancellation) in between would see it
-                    # before its consumer.
+                    # No await from next_batch() or receive_in_sequence() to the yield:
+                    # checkpoint() already counts this batch, and a commit (or a cancellation)
+                    # in between would see it before its consumer.
                     stats.requests, stats.retries = self._retry.requests, self._retry.retries
                     yield self._batch(batch)
                     if not tasks and alone is None:

@@ -628,6 +628,54 @@ def test_the_answer_in_sequence_is_taken() -> None:
     assert given >= 8  # every full page after the first
 
 
+def _in_sequence_ready() -> tuple[Planner[list[int]], PlanRequest, Answer[list[int]], int]:
+    """A planner one page at a time, four pages handed out and the next one asked (not yet
+    taken), that page's answer, and the id of a request answered earlier."""
+    server = library(40)
+    planner: Planner[list[int]] = Planner(page_size=2)
+    rid = 0
+    for _ in range(4):
+        (req,) = planner.take_requests()
+        planner.receive(req.id, server.answer(req.page_num, req.page_size))
+        rid = req.id
+        assert planner.next_batch() is not None
+    (req,) = planner._out
+    return planner, req, server.answer(req.page_num, req.page_size), rid
+
+
+def test_receive_in_sequence_hands_out_the_usual_page() -> None:
+    """The state the tests below start from is one where the step applies."""
+    planner, req, answer, _ = _in_sequence_ready()
+    assert planner.take_requests() == [req]
+    batch = planner.receive_in_sequence(req.id, answer)
+    assert batch is not None and batch.payload == answer.payload
+
+
+@pytest.mark.parametrize("case", ["stale id", "not taken", "cancel pending", "failed"])
+def test_receive_in_sequence_declines_what_is_not_the_usual_answer(case: str) -> None:
+    """An answer to another request than the one out (a cancelled one's, say), a request the
+    driver has not taken yet, a cancel not yet taken, or a request already reported failed:
+    receive_in_sequence() changes nothing, and receive() + next_batch() decide (a failure
+    wins over an answer that comes after it)."""
+    planner, req, answer, old_id = _in_sequence_ready()
+    rid = req.id
+    if case != "not taken":
+        assert planner.take_requests() == [req]
+    if case == "stale id":
+        rid = old_id
+    elif case == "cancel pending":
+        planner._cancels.append(old_id)
+    elif case == "failed":
+        planner.receive_failure(req.id)
+    before = _state(planner)
+    assert planner.receive_in_sequence(rid, answer) is None
+    assert _state(planner) == before
+    if case == "failed":
+        planner.receive(rid, answer)
+        assert planner.next_batch() is None
+        assert planner.failed_request == req.id
+
+
 def test_the_sole_request_is_given_one_page_at_a_time() -> None:
     """The check of Planner.sole_request() above means something only if it gives one."""
     planner: Planner[list[int]] = Planner(page_size=40)

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from kling_async import KlingSession, WalkCheckpoint, WalkStalledError
+from kling_async._planner import Answer, Planner
 from kling_async.testing import FakeKlingServer, Faults
 
 from .conftest import TOKEN, Scripted, make_page
@@ -52,6 +53,34 @@ async def test_walk_yields_library_in_order(prefetch: int) -> None:
         assert got == expected
         # prefetch + 1 pages, and with prefetch one head probe besides.
         assert server.stats.max_in_flight <= prefetch + 1 + (prefetch > 0)
+
+
+@pytest.mark.parametrize("prefetch", [0, "auto"])
+async def test_one_page_at_a_time_the_usual_page_takes_one_step(
+    prefetch: int | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk one page at a time receives and hands out the usual page in one planner step
+    (Planner.receive_in_sequence): every full page after the first two (page 1 proves the
+    page size, page 2 is the first one asked right after the page above), with the same
+    works as ever. Losing that step costs nothing visible but CPU, so it is pinned here."""
+    given = 0
+    receive_in_sequence = Planner.receive_in_sequence
+
+    def counting(self: Planner[object], req_id: int, answer: Answer[object]) -> object:
+        nonlocal given
+        batch = receive_in_sequence(self, req_id, answer)
+        given += batch is not None
+        return batch
+
+    monkeypatch.setattr(Planner, "receive_in_sequence", counting)
+    async with FakeKlingServer(tasks=400, seed=1) as server:
+        expected = library_ids(server, 20)
+        async with session(server) as kling:
+            walk = kling.walk(page_size=20, prefetch=prefetch)  # type: ignore[arg-type]
+            got = [w.work_id async for page in walk for w in page.works]
+    assert got == expected
+    assert walk.prefetch == 0  # "auto" at ~0 ms stays one page at a time
+    assert given >= 400 // 20 - 2
 
 
 async def test_prefetch_keeps_n_plus_one_in_flight() -> None:
