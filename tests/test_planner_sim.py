@@ -544,11 +544,12 @@ def _receive_in_sequence_is_receive_then_next_batch(
     receive(), then (nothing to send or cancel in between) next_batch() on the general path.
     When it gives a batch, they must give the same one and leave the same planner; else it
     changes nothing."""
-    fast, general = copy.deepcopy(planner), copy.deepcopy(planner)
+    fast = copy.deepcopy(planner)
     batch = fast.receive_in_sequence(rid, answer)
     if batch is None:
         assert _state(fast) == _state(planner)
         return False
+    general = copy.deepcopy(planner)  # planner itself is as it was before
     general._plain = False  # the general path only
     general.receive(rid, answer)
     assert general.take_requests() == []
