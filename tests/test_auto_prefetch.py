@@ -63,7 +63,10 @@ async def test_auto_walk_over_loopback_is_exact_and_backs_off() -> None:
         counts = Counter(got)
         assert max(counts.values()) == 1
         assert set(before) <= set(counts)
-        assert walk.stats.retries == 2
+        # Each 429 is retried, unless the planner had cancelled that request (a page it no
+        # longer wanted, as works arrived) before the 429 came back: about 1 walk in 200 here.
+        assert 1 <= walk.stats.retries <= 2
+        assert walk.prefetch < 6  # brought down from the maximum, and grown back slowly
         assert server.stats.max_in_flight <= 6 + 1 + 1  # depth + 1 pages, and a probe
 
 
