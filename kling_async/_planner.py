@@ -652,8 +652,9 @@ class Planner(Generic[P]):
         pending) has nothing to do. ``tests/test_planner_sim.py`` compares this with the two
         calls, on the general path, at every answer of its step-by-step and any-walk runs;
         those send what is pending before they answer, so the guards on what is pending and
-        on the request's id (implied there by the one request in flight) are tested apart,
-        with an answer to a cancelled request and one before the request was taken.
+        on the request's id (implied there by the one request in flight) are tested apart: an
+        answer under another request's id, one before its request was taken, one with a
+        cancel not yet taken.
         """
         n = self._delivered + 1
         slot = self._pages.get(n)
